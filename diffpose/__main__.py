@@ -1,0 +1,5 @@
+import sys
+
+from diffpose.cli import main
+
+sys.exit(main())

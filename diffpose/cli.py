@@ -1,0 +1,76 @@
+"""The ``diffpose`` command: one subcommand per pipeline stage.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args)``;
+the module is imported only when its subcommand runs, so ``diffpose --help`` stays fast and a
+stage never pays for another stage's imports (torch, mlflow, ...). dvc.yaml, the Snakefile and a
+person at a shell all call these same commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from diffpose import __version__
+from diffpose.errors import DiffposeError
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("diffpose.stages.synth", "generate the synthetic PoseTrack benchmark (videos + annotations)"),
+    "frames": ("diffpose.stages.frames", "decode videos into PoseTrack-layout JPEG frames"),
+    "detect": ("diffpose.stages.detect", "detect people and write COCO-format boxes"),
+    "train": ("diffpose.stages.train", "train DiffPose or the single-frame baseline"),
+    "infer": ("diffpose.stages.infer", "predict poses and write PoseTrack18 prediction files"),
+    "predict": ("diffpose.stages.predict", "run a checkpoint on any video and draw the skeletons"),
+    "evaluate": ("diffpose.stages.evaluate", "PoseTrack mAP (official poseval algorithm) and COCO OKS AP"),
+    "validate": ("diffpose.stages.validate", "check PoseTrack17/18/21 annotation files"),
+    "convert": ("diffpose.stages.convert", "convert annotations between PoseTrack17 and PoseTrack18 formats"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffpose", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"diffpose {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Parse only the command name here; the stage module builds its own full parser.
+    top, rest = parser.parse_known_args(argv[: _command_position(argv) + 1] if argv else argv)
+    logging.basicConfig(
+        level=logging.DEBUG if top.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    name = top.command
+    module = importlib.import_module(COMMANDS[name][0])
+    stage_parser = argparse.ArgumentParser(prog=f"diffpose {name}", description=COMMANDS[name][1])
+    module.add_arguments(stage_parser)
+    args = stage_parser.parse_args(argv[_command_position(argv) + 1 :])
+    try:
+        return int(module.main(args) or 0)
+    except DiffposeError as err:
+        print(f"diffpose {name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"diffpose {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _command_position(argv: list[str]) -> int:
+    for i, arg in enumerate(argv):
+        if arg in COMMANDS:
+            return i
+    return len(argv) - 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
