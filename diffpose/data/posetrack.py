@@ -1,0 +1,536 @@
+"""PoseTrack annotation files: read, validate, convert and write.
+
+Two on-disk formats exist, both one JSON file per video sequence:
+
+* **PoseTrack18/21** (COCO-like): ``images`` (``id``, ``file_name``, ``vid_id``, ``frame_id``,
+  ``nframes``, ``is_labeled``, ``ignore_regions_x``/``ignore_regions_y``: one list of x and one of
+  y coordinates per polygon), ``annotations`` (``image_id``, ``track_id``, ``bbox`` and
+  ``bbox_head`` as x, y, w, h, 17 COCO-order ``keypoints`` as x, y, v triplets, per-joint
+  ``scores``), ``categories``. PoseTrack21 adds fields (``person_id``, occlusion flags, ...): any
+  extra field is allowed and kept.
+* **PoseTrack17** (``annolist``): one entry per frame with ``image[0].name``, ``annorect`` (people:
+  ``track_id``, head box ``x1, y1, x2, y2``, ``annopoints[0].point`` = list of ``{id, x, y,
+  is_visible, score}`` with the 15 PoseTrack joint ids) and ``ignore_regions`` (``point`` lists).
+  Every value is wrapped in a one-element list, as poseval's converter writes it.
+
+The rest of the project works on the PoseTrack18 dict: :func:`load_sequence` detects the format,
+converts PoseTrack17 on the fly and validates. A keypoint is *absent* when x == 0, y == 0 and
+v == 0 (poseval's rule), so a present PoseTrack17 point that sits exactly at (0, 0) with
+``is_visible`` 0 cannot be represented in PoseTrack18 and is lost on conversion (as in poseval).
+
+Validation errors are :class:`DataError` s on one line naming the file, the frame (position, id,
+file name) or annotation (position, id), the field and what was expected. ``kind="pred"`` is the
+relaxed schema of prediction files (images may carry only ``id`` and ``file_name``; ``scores``
+are the joint confidences; no head box needed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffpose.data import keypoints as kp
+from diffpose.errors import DataError
+from diffpose.io import atomic_open, read_json
+
+NUM_VALUES = 3 * kp.NUM_KEYPOINTS  # 51 numbers per person
+KINDS = ("gt", "pred")
+FORMATS = ("17", "18")
+
+# The 15 PoseTrack joints: PoseTrack17 id -> index among the 17 COCO-order keypoints.
+_PT15_TO_17 = [int(i) for i in kp.POSETRACK15_TO_COCO17]
+_PT17_TO_15 = {c: p for p, c in enumerate(_PT15_TO_17)}  # COCO index -> PoseTrack17 id
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _describe(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _frame_where(source: Any, index: int, image: Any) -> str:
+    if isinstance(image, dict):
+        ident = image.get("id")
+        name = image.get("file_name")
+        bits = [f"id {ident}" if ident is not None else None, str(name) if name is not None else None]
+        label = ", ".join(b for b in bits if b)
+        return f"{source}: frame #{index}" + (f" ({label})" if label else "")
+    return f"{source}: frame #{index}"
+
+
+def _ann_where(source: Any, index: int, ann: Any, frames: dict | None = None) -> str:
+    text = f"{source}: annotation #{index}"
+    if isinstance(ann, dict):
+        bits = []
+        if ann.get("id") is not None:
+            bits.append(f"id {ann['id']}")
+        image_id = ann.get("image_id")
+        if image_id is not None:
+            name = frames.get(image_id) if frames and _is_int(image_id) else None
+            bits.append(f"image {image_id}" + (f" {name}" if name else ""))
+        if bits:
+            text += f" ({', '.join(bits)})"
+    return text
+
+
+def _unwrap(value: Any) -> Any:
+    """PoseTrack17 wraps scalars in one-element lists; accept both spellings."""
+    if isinstance(value, list) and len(value) == 1:
+        return value[0]
+    return value
+
+
+def _finite_numbers(values: Any, length: int | None = None) -> bool:
+    if not isinstance(values, list) or (length is not None and len(values) != length):
+        return False
+    return all(_is_num(v) and np.isfinite(v) for v in values)
+
+
+# --------------------------------------------------------------------------------------------
+# format detection and validation
+
+
+def detect_format(obj: Any, source: Any = "<data>") -> str:
+    """"17" for an ``annolist`` file, "18" for a COCO-like one; DataError otherwise."""
+    if isinstance(obj, dict) and "annolist" in obj:
+        return "17"
+    if isinstance(obj, dict) and "images" in obj:
+        return "18"
+    got = f"keys {sorted(obj)[:6]}" if isinstance(obj, dict) else type(obj).__name__
+    raise DataError(
+        f"{source}: not a PoseTrack sequence file: expected an object with 'images' and "
+        f"'annotations' (PoseTrack18/21) or 'annolist' (PoseTrack17), got {got}"
+    )
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def _validate_image(source: Any, i: int, im: Any, kind: str) -> None:
+    if not isinstance(im, dict):
+        raise DataError(f"{source}: frame #{i}: expected an object, got {type(im).__name__}")
+    where = _frame_where(source, i, im)
+    if not _is_int(im.get("id")):
+        raise DataError(f"{where}: 'id' must be an integer, got {_describe(im.get('id'))}")
+    if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+        raise DataError(f"{where}: 'file_name' must be a non-empty string, got {_describe(im.get('file_name'))}")
+    for key in ("frame_id", "nframes"):
+        if key in im and not _is_int(im[key]):
+            raise DataError(f"{where}: '{key}' must be an integer, got {_describe(im[key])}")
+    if "is_labeled" in im and not isinstance(im["is_labeled"], (bool, int)):
+        raise DataError(f"{where}: 'is_labeled' must be a boolean, got {_describe(im['is_labeled'])}")
+    if "vid_id" in im and not isinstance(im["vid_id"], (str, int)):
+        raise DataError(f"{where}: 'vid_id' must be a string, got {_describe(im['vid_id'])}")
+    has_x, has_y = "ignore_regions_x" in im, "ignore_regions_y" in im
+    if has_x != has_y:
+        raise DataError(f"{where}: 'ignore_regions_x' and 'ignore_regions_y' must come together")
+    if has_x:
+        rx, ry = im["ignore_regions_x"], im["ignore_regions_y"]
+        if not isinstance(rx, list) or not isinstance(ry, list) or len(rx) != len(ry):
+            raise DataError(
+                f"{where}: 'ignore_regions_x' and 'ignore_regions_y' must be lists with one entry per "
+                f"polygon and the same length, got {_describe(rx)} and {_describe(ry)}"
+            )
+        for r, (px, py) in enumerate(zip(rx, ry)):
+            if not _finite_numbers(px) or not _finite_numbers(py, len(px) if isinstance(px, list) else None):
+                raise DataError(
+                    f"{where}: ignore region {r}: 'ignore_regions_x[{r}]' and 'ignore_regions_y[{r}]' must be "
+                    f"lists of finite numbers of equal length"
+                )
+
+
+def _validate_keypoint_block(source: Any, anns: list, frames: dict, kind: str) -> None:
+    """Check every annotation's 51 keypoint numbers (and scores) at once; locate the first bad one."""
+    lengths_ok = [isinstance(a.get("keypoints"), list) and len(a["keypoints"]) == NUM_VALUES for a in anns]
+    for i, ok in enumerate(lengths_ok):
+        if not ok:
+            a = anns[i]
+            got = a.get("keypoints")
+            what = f"{len(got)} numbers" if isinstance(got, list) else _describe(got)
+            raise DataError(
+                f"{_ann_where(source, i, a, frames)}: 'keypoints' must be {NUM_VALUES} numbers "
+                f"({kp.NUM_KEYPOINTS} keypoints x (x, y, v)), got {what}"
+            )
+    if not anns:
+        return
+    try:
+        block = np.array([a["keypoints"] for a in anns])
+    except (ValueError, TypeError):
+        block = np.zeros(0, dtype=object)
+    if block.dtype.kind not in "fiub" or not np.isfinite(block.astype(np.float64, copy=False)).all():
+        for i, a in enumerate(anns):
+            for k, v in enumerate(a["keypoints"]):
+                if not (_is_num(v) and np.isfinite(v)):
+                    name = kp.KEYPOINT_NAMES[k // 3]
+                    comp = "xyv"[k % 3]
+                    raise DataError(
+                        f"{_ann_where(source, i, a, frames)}: 'keypoints'[{k}] ({name}.{comp}) must be a "
+                        f"finite number, got {_describe(v)}"
+                    )
+
+
+def validate_posetrack18(obj: Any, source: Any = "<data>", *, kind: str = "gt") -> None:
+    """Raise DataError (one line: file, frame/annotation, field, expectation) unless ``obj`` is a
+    valid PoseTrack18/21 sequence. ``kind="pred"`` accepts prediction files (minimal images,
+    no head boxes)."""
+    _check_kind(kind)
+    if not isinstance(obj, dict):
+        raise DataError(f"{source}: expected a JSON object with 'images' and 'annotations', got {type(obj).__name__}")
+    images = obj.get("images")
+    if not isinstance(images, list):
+        raise DataError(f"{source}: 'images' must be a list of frames, got {_describe(images)}")
+    anns = obj.get("annotations", [] if kind == "pred" else None)
+    if not isinstance(anns, list):
+        raise DataError(f"{source}: 'annotations' must be a list of people, got {_describe(anns)}")
+    frames: dict[int, str] = {}
+    for i, im in enumerate(images):
+        _validate_image(source, i, im, kind)
+        if im["id"] in frames:
+            raise DataError(f"{_frame_where(source, i, im)}: duplicate image 'id' {im['id']}")
+        frames[im["id"]] = im["file_name"]
+    for i, a in enumerate(anns):
+        if not isinstance(a, dict):
+            raise DataError(f"{source}: annotation #{i}: expected an object, got {type(a).__name__}")
+        where = _ann_where(source, i, a, frames)
+        if not _is_int(a.get("image_id")):
+            raise DataError(f"{where}: 'image_id' must be an integer, got {_describe(a.get('image_id'))}")
+        if a["image_id"] not in frames:
+            raise DataError(f"{where}: 'image_id' {a['image_id']} is not the id of any frame in 'images'")
+        if not _is_int(a.get("track_id")):
+            raise DataError(
+                f"{where}: 'track_id' must be an integer, got {_describe(a.get('track_id'))}"
+                + (" (the official evaluator requires it on predictions)" if kind == "pred" else "")
+            )
+        if "id" in a and not _is_int(a["id"]):
+            raise DataError(f"{where}: 'id' must be an integer, got {_describe(a['id'])}")
+        for key in ("bbox", "bbox_head"):
+            if key in a and not _finite_numbers(a[key], 4):
+                raise DataError(f"{where}: '{key}' must be 4 finite numbers [x, y, w, h], got {_describe(a[key])}")
+        scores = a.get("scores", [])
+        if not isinstance(scores, list) or (scores and not _finite_numbers(scores, kp.NUM_KEYPOINTS)):
+            raise DataError(
+                f"{where}: 'scores' must be empty or {kp.NUM_KEYPOINTS} finite numbers (one per keypoint), "
+                f"got {_describe(scores)}"
+            )
+        if "score" in a and a["score"] is not None and not (_is_num(a["score"]) and np.isfinite(a["score"])):
+            raise DataError(f"{where}: 'score' must be a finite number, got {_describe(a['score'])}")
+    _validate_keypoint_block(source, anns, frames, kind)
+    if kind == "gt":
+        for i, a in enumerate(anns):
+            if "bbox_head" not in a and _has_points18(a["keypoints"]):
+                raise DataError(
+                    f"{_ann_where(source, i, a, frames)}: 'bbox_head' [x, y, w, h] is required on a labelled "
+                    f"person (the head size normalises the PCKh distance)"
+                )
+
+
+def _has_points18(values: list) -> bool:
+    return any(not (values[k] == 0 and values[k + 1] == 0 and values[k + 2] == 0) for k in range(0, NUM_VALUES, 3))
+
+
+def validate_posetrack17(obj: Any, source: Any = "<data>", *, kind: str = "gt") -> None:
+    """Raise DataError unless ``obj`` is a valid PoseTrack17 ``annolist`` sequence."""
+    _check_kind(kind)
+    if not isinstance(obj, dict) or not isinstance(obj.get("annolist"), list):
+        raise DataError(f"{source}: 'annolist' must be a list of frames")
+    for i, frame in enumerate(obj["annolist"]):
+        if not isinstance(frame, dict):
+            raise DataError(f"{source}: frame #{i}: expected an object, got {type(frame).__name__}")
+        image = frame.get("image")
+        name = _unwrap(image).get("name") if isinstance(_unwrap(image), dict) else None
+        where = f"{source}: frame #{i}" + (f" ({name})" if name else "")
+        if not isinstance(name, str) or not name:
+            raise DataError(f"{where}: 'image' must be [{{\"name\": <file name>}}], got {_describe(image)}")
+        regions = frame.get("ignore_regions", [])
+        if not isinstance(regions, list):
+            raise DataError(f"{where}: 'ignore_regions' must be a list of polygons, got {_describe(regions)}")
+        for r, reg in enumerate(regions):
+            pts = reg.get("point") if isinstance(reg, dict) else None
+            if not isinstance(pts, list) or not all(
+                isinstance(p, dict) and _is_finite(_unwrap(p.get("x"))) and _is_finite(_unwrap(p.get("y")))
+                for p in pts
+            ):
+                raise DataError(f"{where}: ignore region {r}: 'point' must be a list of {{x: [num], y: [num]}}")
+        rects = frame.get("annorect", [])
+        if not isinstance(rects, list):
+            raise DataError(f"{where}: 'annorect' must be a list of people, got {_describe(rects)}")
+        for r, rect in enumerate(rects):
+            _validate_rect17(f"{where}: person #{r}", rect, kind)
+
+
+def _is_finite(v: Any) -> bool:
+    return _is_num(v) and bool(np.isfinite(v))
+
+
+def _points17(rect: dict) -> list:
+    ap = rect.get("annopoints")
+    if not ap:
+        return []
+    ap = ap[0] if isinstance(ap, list) else ap
+    return ap.get("point", []) if isinstance(ap, dict) else None  # type: ignore[return-value]
+
+
+def _validate_rect17(where: str, rect: Any, kind: str) -> None:
+    if not isinstance(rect, dict):
+        raise DataError(f"{where}: expected an object, got {type(rect).__name__}")
+    track = _unwrap(rect.get("track_id"))
+    if "track_id" in rect or kind == "pred":
+        if not _is_int(track):
+            raise DataError(f"{where}: 'track_id' must be [integer], got {_describe(rect.get('track_id'))}")
+    points = _points17(rect)
+    if not isinstance(points, list):
+        raise DataError(f"{where}: 'annopoints' must be [{{\"point\": [...]}}], got {_describe(rect.get('annopoints'))}")
+    seen = set()
+    for p, pt in enumerate(points):
+        if not isinstance(pt, dict):
+            raise DataError(f"{where}: point #{p}: expected an object, got {type(pt).__name__}")
+        pid = _unwrap(pt.get("id"))
+        if not _is_int(pid) or not 0 <= pid < len(kp.POSETRACK15_NAMES):
+            raise DataError(f"{where}: point #{p}: 'id' must be a joint id 0..14, got {_describe(pt.get('id'))}")
+        if pid in seen:
+            raise DataError(f"{where}: point #{p}: joint id {pid} ({kp.POSETRACK15_NAMES[pid]}) appears twice")
+        seen.add(pid)
+        for key in ("x", "y"):
+            if not _is_finite(_unwrap(pt.get(key))):
+                raise DataError(
+                    f"{where}: point #{p} ({kp.POSETRACK15_NAMES[pid]}): '{key}' must be a finite number, "
+                    f"got {_describe(pt.get(key))}"
+                )
+        for key in ("score", "is_visible"):
+            if key in pt and not _is_finite(_unwrap(pt[key])):
+                raise DataError(
+                    f"{where}: point #{p} ({kp.POSETRACK15_NAMES[pid]}): '{key}' must be a finite number, "
+                    f"got {_describe(pt[key])}"
+                )
+    box = [_unwrap(rect.get(k)) for k in ("x1", "y1", "x2", "y2")]
+    if any(k in rect for k in ("x1", "y1", "x2", "y2")) or (kind == "gt" and points):
+        if not all(_is_finite(v) for v in box):
+            raise DataError(f"{where}: head box 'x1', 'y1', 'x2', 'y2' must be finite numbers, got {_describe(box)}")
+    if "score" in rect and not _is_finite(_unwrap(rect["score"])):
+        raise DataError(f"{where}: 'score' must be a finite number, got {_describe(rect['score'])}")
+
+
+# --------------------------------------------------------------------------------------------
+# conversion
+
+
+def _annotations_by_image(obj: dict) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {im["id"]: [] for im in obj["images"]}
+    for a in obj.get("annotations", []):
+        out.setdefault(a["image_id"], []).append(a)
+    return out
+
+
+def _imgnum(file_name: str, fallback: int) -> int:
+    stem = os.path.basename(file_name).split(".")[0].split("_")[0]
+    return int(stem) + 1 if stem.isdigit() else fallback
+
+
+def posetrack18_to_17(obj: dict) -> dict:
+    """PoseTrack18/21 dict -> PoseTrack17 ``annolist`` dict, as poseval's converter writes it.
+
+    The 17 keypoints become the 15 PoseTrack joints (ears dropped; absent = (0, 0, 0) skipped),
+    ``bbox_head`` [x, y, w, h] becomes ``x1, y1, x2, y2``, ignore regions become ``point`` lists,
+    per-joint ``scores`` become each point's ``score`` and the person ``score`` is kept when truthy.
+    """
+    by_image = _annotations_by_image(obj)
+    annolist = []
+    for index, im in enumerate(obj["images"]):
+        entry: dict[str, Any] = {"image": [{"name": im["file_name"]}], "imgnum": [_imgnum(im["file_name"], index + 1)]}
+        regions_x, regions_y = im.get("ignore_regions_x"), im.get("ignore_regions_y")
+        if regions_x:
+            entry["ignore_regions"] = [
+                {"point": [{"x": [x], "y": [y]} for x, y in zip(px, py)]} for px, py in zip(regions_x, regions_y)
+            ]
+        people = by_image.get(im["id"], [])
+        entry["annorect"] = [_person18_to_17(a) for a in people]
+        entry["is_labeled"] = [1 if people else 0]
+        annolist.append(entry)
+    return {"annolist": annolist}
+
+
+def _person18_to_17(a: dict) -> dict:
+    values = a["keypoints"]
+    scores = a.get("scores") or None
+    points = []
+    for c in range(kp.NUM_KEYPOINTS):
+        if c not in _PT17_TO_15:
+            continue
+        x, y, v = values[3 * c : 3 * c + 3]
+        if x == 0 and y == 0 and v == 0:
+            continue
+        point: dict[str, Any] = {"id": [_PT17_TO_15[c]], "x": [x], "y": [y]}
+        if scores is not None:
+            point["score"] = [scores[c]]
+        point["is_visible"] = [v]
+        points.append(point)
+    rect: dict[str, Any] = {"track_id": [a["track_id"]], "annopoints": [{"point": points}]}
+    if "bbox_head" in a:
+        x, y, w, h = a["bbox_head"]
+        rect.update(x1=[x], x2=[x + w], y1=[y], y2=[y + h])
+    if a.get("score"):
+        rect["score"] = [a["score"]]
+    return rect
+
+
+_SEQ_DIGITS = re.compile(r"^(\d+)")
+
+
+def _image_id17(file_name: str, index: int) -> int:
+    """PoseTrack18-style image id ``1VVVVVVFFFF`` (video number, frame number) when the path allows
+    it (the official mapping for the common sequences), else ``index``."""
+    seq = os.path.basename(os.path.dirname(file_name))
+    frame = os.path.basename(file_name).split(".")[0].split("_")[0]
+    m = _SEQ_DIGITS.match(seq)
+    if m and frame.isdigit() and int(frame) < 10000 and int(m.group(1)) < 1000000:
+        return int(f"1{int(m.group(1)):06d}{int(frame):04d}")
+    return index
+
+
+def posetrack17_to_18(obj: dict) -> dict:
+    """PoseTrack17 ``annolist`` dict -> PoseTrack18 dict.
+
+    Points go to their COCO slot with ``v`` = ``is_visible`` (1 when absent), ears and missing
+    joints are (0, 0, 0); per-point ``score`` fills ``scores`` (0 for missing joints; empty when no
+    point has a score); head box x1..y2 -> ``bbox_head`` [x, y, w, h]; ``bbox`` is derived from the
+    points (poseval's rule: their extent enlarged 1.3x around the centre).
+    """
+    images, anns = [], []
+    frames = obj["annolist"]
+    ids = [_image_id17(_unwrap(f["image"])["name"], i) for i, f in enumerate(frames)]
+    if len(set(ids)) != len(ids):
+        ids = list(range(len(frames)))
+    for index, (frame, image_id) in enumerate(zip(frames, ids)):
+        name = _unwrap(frame["image"])["name"]
+        seq = os.path.basename(os.path.dirname(name))
+        rects = frame.get("annorect", []) or []
+        labelled = _unwrap(frame.get("is_labeled", [1 if rects else 0]))
+        image: dict[str, Any] = {
+            "id": image_id,
+            "file_name": name,
+            "frame_id": image_id,
+            "vid_id": seq.split("_")[0],
+            "nframes": len(frames),
+            "is_labeled": bool(labelled),
+        }
+        regions = frame.get("ignore_regions") or []
+        if regions:
+            image["ignore_regions_x"] = [[_unwrap(p["x"]) for p in r["point"]] for r in regions]
+            image["ignore_regions_y"] = [[_unwrap(p["y"]) for p in r["point"]] for r in regions]
+        images.append(image)
+        for r, rect in enumerate(rects):
+            person = _person17_to_18(rect)
+            person["image_id"] = image_id
+            person["id"] = image_id * 100 + r
+            anns.append(person)
+    return {
+        "images": images,
+        "annotations": anns,
+        "categories": [
+            {
+                "supercategory": "person",
+                "id": 1,
+                "name": "person",
+                "keypoints": list(kp.KEYPOINT_NAMES),
+                "skeleton": [list(pair) for pair in kp.SKELETON_1BASED],
+            }
+        ],
+    }
+
+
+def _person17_to_18(rect: dict) -> dict:
+    values = [0.0] * NUM_VALUES
+    scores = [0.0] * kp.NUM_KEYPOINTS
+    any_score = False
+    xs, ys = [], []
+    for pt in _points17(rect) or []:
+        c = _PT15_TO_17[_unwrap(pt["id"])]
+        x, y = _unwrap(pt["x"]), _unwrap(pt["y"])
+        v = _unwrap(pt["is_visible"]) if "is_visible" in pt else 1
+        values[3 * c : 3 * c + 3] = [x, y, v]
+        xs.append(x)
+        ys.append(y)
+        if "score" in pt:
+            scores[c] = _unwrap(pt["score"])
+            any_score = True
+    person: dict[str, Any] = {
+        "track_id": _unwrap(rect.get("track_id", 0)),
+        "category_id": 1,
+        "keypoints": values,
+        "scores": scores if any_score else [],
+        "num_keypoints": len(xs),
+    }
+    if all(k in rect for k in ("x1", "y1", "x2", "y2")):
+        x1, y1, x2, y2 = (_unwrap(rect[k]) for k in ("x1", "y1", "x2", "y2"))
+        person["bbox_head"] = [x1, y1, x2 - x1, y2 - y1]
+    if xs:
+        cx, cy = (max(xs) + min(xs)) / 2.0, (max(ys) + min(ys)) / 2.0
+        ex, ey = (max(xs) - min(xs)) * 0.65, (max(ys) - min(ys)) * 0.65
+        person["bbox"] = [cx - ex, cy - ey, 2 * ex, 2 * ey]
+    if "score" in rect:
+        person["score"] = _unwrap(rect["score"])
+    return person
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def load_sequence(path: str | os.PathLike, *, kind: str = "gt") -> dict:
+    """Read one sequence file in either format and return the validated PoseTrack18 dict.
+
+    NaN/Infinity tokens are parsed so that the validator can name the frame and field that holds
+    them (they are still rejected).
+    """
+    path = Path(path)
+    obj = read_json(path, allow_nan=True)
+    fmt = detect_format(obj, path)
+    if fmt == "17":
+        validate_posetrack17(obj, path, kind=kind)
+        obj = posetrack17_to_18(obj)
+    validate_posetrack18(obj, path, kind=kind)
+    return obj
+
+
+def write_sequence(path: str | os.PathLike, obj: dict, fmt: str = "18") -> None:
+    """Write a PoseTrack18 dict atomically, as PoseTrack18 (``fmt="18"``) or PoseTrack17 (``"17"``)."""
+    import json
+
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    out = posetrack18_to_17(obj) if fmt == "17" else obj
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        json.dump(out, fh, allow_nan=False, separators=(",", ":"))
+        fh.write("\n")
+
+
+def sequence_files(paths: list[str | os.PathLike] | str | os.PathLike) -> list[Path]:
+    """Expand files and folders into the sorted list of ``*.json`` sequence files they name."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.glob("*.json") if q.is_file()))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    return out
