@@ -1,0 +1,132 @@
+"""Stage ``detect``: people boxes for every frame of a split, as a COCO results file, plus box AP.
+
+Output: a JSON list of ``{image_id, file_name, category_id: 1, bbox: [x, y, w, h], score}``
+(``image_id`` = the PoseTrack image id, ``file_name`` relative to the image root), sorted by
+frame then score; the infer stage reads it instead of the ground-truth boxes. Box AP against the
+split's labelled frames goes to ``--metrics`` (a DVC metric) and to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+from diffpose.config import load_params, section
+from diffpose.detect.backends import make_detector
+from diffpose.detect.box_ap import box_ap
+from diffpose.detect.frames import FRAME_SETS, read_split
+from diffpose.detect.run import detect_frames
+from diffpose.errors import DataError
+from diffpose.io import write_json
+from diffpose.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+# The ``detect`` section of params.yaml when no params file is given (same keys, same meaning).
+DEFAULTS: dict[str, Any] = {
+    "backend": "synthetic",
+    "score_threshold": 0.2,
+    "frames": "labelled",
+    "batch_size": 16,
+    "precomputed": {"boxes": None, "ignore_unmatched": False},
+    "hog": {"resize": 2.0, "win_stride": 8, "pyramid_scale": 1.05, "hit_threshold": 0.0,
+            "nms_iou": 0.3, "nms_inside": 0.6, "shrink_x": 0.75, "shrink_y": 0.9},
+    "synthetic": {"checkpoint": "models/detector/detector.pt", "max_detections": 100},
+    "torchvision": {"weights": None, "device": "cpu"},
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--annotations", required=True, help="the split's PoseTrack annotation folder (one JSON per sequence)")
+    parser.add_argument("--images", required=True, help="image root: file names in the annotations are relative to it")
+    parser.add_argument("--out", required=True, help="detections file to write (COCO results JSON)")
+    parser.add_argument("--metrics", help="box AP metrics JSON to write (DVC metric)")
+    parser.add_argument("--params", help="params file with a 'detect' section (default: built-in defaults)")
+    parser.add_argument("--backend", help="override detect.backend (precomputed, hog, synthetic, torchvision)")
+    parser.add_argument("--score-threshold", type=float, help="override detect.score_threshold")
+    parser.add_argument("--frames", choices=FRAME_SETS, help="override detect.frames: labelled frames only, or all")
+    parser.add_argument("--batch-size", type=int, help="override detect.batch_size")
+    parser.add_argument("--boxes", help="override detect.precomputed.boxes (DCPose val_boxes.json or COCO results)")
+    parser.add_argument("--checkpoint", help="override detect.synthetic.checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def resolve_params(params_file: str | None, **overrides: Any) -> dict[str, Any]:
+    """The detect section from ``params_file`` (or DEFAULTS) with command-line overrides."""
+    cfg = copy.deepcopy(section(load_params(params_file), "detect", params_file) if params_file else DEFAULTS)
+    for key in ("backend", "score_threshold", "frames", "batch_size"):
+        if overrides.get(key) is not None:
+            cfg[key] = overrides[key]
+    if overrides.get("boxes"):
+        cfg.setdefault("precomputed", {})["boxes"] = overrides["boxes"]
+    if overrides.get("checkpoint"):
+        cfg.setdefault("synthetic", {})["checkpoint"] = overrides["checkpoint"]
+    return cfg
+
+
+def run(
+    *,
+    annotations: str,
+    images: str,
+    out: str,
+    params: dict[str, Any],
+    metrics_out: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Detect, write ``out`` (and ``metrics_out``), log to MLflow; return the metrics.
+
+    Raises DataError after writing the outputs if any frame failed to decode (named).
+    """
+    backend = params["backend"]
+    options = dict(params.get(backend) or {})
+    threshold = float(params["score_threshold"])
+    frames, truth = read_split(annotations, frames=params["frames"])
+    if not frames:
+        raise DataError(f"{annotations}: no {params['frames']} frames to detect on")
+    with stage_run("detect", {"detect": params, "annotations": annotations, "images": images}) as tracker:
+        detector = make_detector(backend, options, frames)
+        log.info("detect: %s on %d %s frames of %s", backend, len(frames), params["frames"], annotations)
+        result = detect_frames(detector, frames, images, score_threshold=threshold,
+                               batch_size=int(params["batch_size"]), progress=progress)
+        write_json(out, result.records)
+        # score the labelled frames that were detected on (an undecodable frame is not scored)
+        failed = set(result.failed)
+        done = {f.image_id for f in frames if f.file_name not in failed}
+        scored_truth = {k: v for k, v in truth.items() if k in done}
+        metrics: dict[str, Any] = {
+            "backend": backend, "score_threshold": threshold, "frames": result.frames,
+            "frames_failed": len(result.failed), "detections": len(result.records),
+            "frames_per_second": round(result.frames_per_second, 3),
+            "box_ap": box_ap(result.records, scored_truth),
+        }
+        if metrics_out:
+            write_json(metrics_out, metrics, indent=2)
+        tracker.log_metrics({k: v for k, v in metrics.items() if k != "backend"})
+        if metrics_out:
+            tracker.log_artifact(metrics_out)
+        if result.failed:
+            shown = ", ".join(result.failed[:5]) + (f" and {len(result.failed) - 5} more" if len(result.failed) > 5 else "")
+            raise DataError(
+                f"{images}: {len(result.failed)} of {len(frames)} frames could not be decoded ({shown}); "
+                f"they were skipped, the other detections are in {out}"
+            )
+    return metrics
+
+
+def main(args: argparse.Namespace) -> int:
+    params = resolve_params(
+        args.params, backend=args.backend, score_threshold=args.score_threshold, frames=args.frames,
+        batch_size=args.batch_size, boxes=args.boxes, checkpoint=args.checkpoint,
+    )
+    metrics = run(annotations=args.annotations, images=args.images, out=args.out, params=params,
+                  metrics_out=args.metrics, progress=not args.no_progress)
+    ap = metrics["box_ap"]
+    summary = f"AP {ap['AP']:.3f}, AP50 {ap['AP50']:.3f}, " if "AP" in ap else ""
+    print(
+        f"detect: {metrics['detections']} boxes on {metrics['frames']} frames ({metrics['backend']}), "
+        f"{summary}{metrics['frames_per_second']:.1f} frames/s -> {Path(args.out)}"
+    )
+    return 0
