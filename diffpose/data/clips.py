@@ -20,10 +20,11 @@ Shapes: T frames, J joints, crop (H, W), heatmaps (h, w).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,35 @@ from diffpose.data import keypoints as kp
 from diffpose.data import transforms as tf
 from diffpose.data.posetrack import load_sequence, sequence_files
 from diffpose.errors import DataError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """params.yaml ``data``: crop and augmentation of training clips, loader settings."""
+
+    box_enlarge: float = 1.25
+    frame_stride: int = 1  # gap between neighbouring frames of a clip
+    workers: int = 1  # loader processes per training process (0 = in the main process)
+    cache_frames: int = 512  # decoded frames kept per worker (LRU)
+    augmentation: tf.Augmentation = tf.Augmentation()
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DataConfig":
+        values = dict(values)
+        aug = tf.Augmentation(**values.pop("augmentation", {}))
+        return cls(augmentation=aug, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def data_version(files: list[str | os.PathLike]) -> str:
+    """sha256 over the annotation files (names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(f) for f in files):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

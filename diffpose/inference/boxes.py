@@ -1,0 +1,50 @@
+"""Person boxes to run the model on: ground truth, or a detection file (COCO results, or the
+DCPose/PoseWarper box files) read through diffpose.detect."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from diffpose.data import keypoints as kp
+from diffpose.data.clips import Sample, Sequence, _box_from_keypoints
+from diffpose.errors import DataError
+
+
+def gt_samples(sequences: list[tuple[Sequence, dict]]) -> list[Sample]:
+    """One sample per annotated person with a box (or labelled keypoints to derive one), score 1."""
+    samples = []
+    for s, (seq, obj) in enumerate(sequences):
+        position = {image_id: i for i, image_id in enumerate(seq.image_ids)}
+        for ann in obj.get("annotations", []):
+            box = ann.get("bbox")
+            if box is None and "keypoints" in ann:
+                box = _box_from_keypoints(np.asarray(ann["keypoints"], dtype=np.float64).reshape(kp.NUM_KEYPOINTS, 3))
+            if box is None or box[2] <= 0 or box[3] <= 0:
+                continue
+            samples.append(Sample(s, position[ann["image_id"]], tuple(float(v) for v in box), 1.0,
+                                  track_id=int(ann.get("track_id", -1))))
+    return samples
+
+
+def detection_samples(path: str | os.PathLike, sequences: list[tuple[Sequence, dict]], *,
+                      score_threshold: float = 0.2) -> list[Sample]:
+    """One sample per detected box scoring at least ``score_threshold`` (no NMS, as in DCPose),
+    on every frame of every sequence. Raises DataError naming the file for unreadable input."""
+    from diffpose.detect.frames import Frame
+    from diffpose.detect.precomputed import read_boxes
+    from diffpose.detect.frames import frame_key
+
+    frames = [Frame(image_id, name, True, seq.source)  # type: ignore[arg-type]
+              for seq, _ in sequences for image_id, name in zip(seq.image_ids, seq.file_names)]
+    by_frame = read_boxes(path, frames, ignore_unmatched=True)
+    if frames and not by_frame:
+        raise DataError(f"{path}: no boxes for any frame of the {len(sequences)} sequences")
+    samples = []
+    for s, (seq, _) in enumerate(sequences):
+        for i, name in enumerate(seq.file_names):
+            for x, y, w, h, score in by_frame.get(frame_key(name), np.zeros((0, 5))):
+                if score >= score_threshold and w > 0 and h > 0:
+                    samples.append(Sample(s, i, (float(x), float(y), float(w), float(h)), float(score)))
+    return samples

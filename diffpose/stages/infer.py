@@ -1,0 +1,119 @@
+"""Stage ``infer``: a checkpoint + person boxes -> PoseTrack18 prediction files, one per sequence.
+
+    diffpose infer --checkpoint models/diffpose/model.pt --annotations data/synth/annotations/val \
+        --images data/frames --out results/predictions/diffpose --boxes gt
+
+``--steps`` and ``--ensemble`` override ``infer.steps`` / ``infer.ensemble`` (a sweep calls the
+stage with other values); ``--boxes FILE`` takes the detect stage's COCO results instead of GT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from diffpose.config import DEFAULT_PARAMS, load_params, section
+from diffpose.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="model checkpoint (models/<name>/model.pt)")
+    parser.add_argument("--annotations", required=True, help="PoseTrack18 sequence file or folder (frames to predict)")
+    parser.add_argument("--images", default="data/frames", help="image root of the annotations' file_names")
+    parser.add_argument("--out", required=True, help="output folder: one <sequence>.json per sequence")
+    parser.add_argument("--boxes", default=None, help="'gt' or a detection file (COCO results); default infer.boxes")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default infer.steps)")
+    parser.add_argument("--ensemble", type=int, default=None, help="noise starts averaged (default infer.ensemble)")
+    parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def infer_settings(params: dict[str, Any], source: str = DEFAULT_PARAMS, **overrides: Any) -> dict[str, Any]:
+    """``infer`` params with the non-None command-line overrides applied and checked."""
+    settings = dict(section(params, "infer", source))
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("steps", "ensemble", "batch_size"):
+        if int(settings[key]) < 1:
+            raise ConfigError(f"infer.{key} must be >= 1, got {settings[key]}")
+    return settings
+
+
+def load_model(checkpoint: str | Path, device: str = "auto"):
+    """(model on its device, checkpoint payload); errors name the file."""
+    from diffpose.errors import DataError
+    from diffpose.models.checkpoint import load_checkpoint
+    from diffpose.training.distributed import pick_device
+
+    path = Path(checkpoint)
+    if not path.exists():
+        raise DataError(f"{path}: checkpoint not found (train first: diffpose train --model NAME --out DIR)")
+    dev = pick_device(device)
+    model, payload = load_checkpoint(path, map_location=dev)
+    return model.to(dev).eval(), payload
+
+
+def geometry(payload: dict, params: dict | None) -> tuple[float, int]:
+    """(box_enlarge, frame_stride) used in training (recorded in the checkpoint), else params."""
+    recorded = ((payload.get("params") or {}).get("data")) or (params or {}).get("data") or {}
+    return float(recorded.get("box_enlarge", 1.25)), int(recorded.get("frame_stride", 1))
+
+
+def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: dict[str, Any],
+        params: dict[str, Any] | None = None, progress: bool = True, model=None, payload=None) -> dict[str, Any]:
+    """Predict every person box of every sequence and write the files; returns the metrics.
+    ``model``/``payload`` may be given directly (tests); otherwise loaded from ``checkpoint``."""
+    from diffpose.data.clips import ClipDataset, load_sequences
+    from diffpose.data.codec import HeatmapCodec
+    from diffpose.inference.boxes import detection_samples, gt_samples
+    from diffpose.inference.predictor import predict_dataset
+    from diffpose.inference.writer import write_predictions
+    from diffpose.tracking import stage_run
+
+    if model is None:
+        model, payload = load_model(checkpoint, settings.get("device", "auto"))
+    payload = payload or {}
+    cfg = model.cfg
+    box_enlarge, frame_stride = geometry(payload, params)
+    sequences = load_sequences(annotations)
+    boxes = settings.get("boxes", "gt")
+    if boxes == "gt":
+        samples = gt_samples(sequences)
+    else:
+        samples = detection_samples(boxes, sequences, score_threshold=float(settings["box_score_threshold"]))
+    seqs = [s for s, _ in sequences]
+    dataset = ClipDataset(seqs, samples, images, input_size=tuple(cfg.input_size), num_frames=cfg.num_frames,
+                          frame_stride=frame_stride, box_enlarge=box_enlarge,
+                          cache_frames=int(settings.get("cache_frames", 64)))
+    codec = HeatmapCodec(input_size=tuple(cfg.input_size), heatmap_size=tuple(cfg.heatmap_size), sigma=cfg.sigma)
+    record = {"infer": settings, "checkpoint": str(checkpoint), "annotations": annotations,
+              "model_config": cfg.to_dict() if hasattr(cfg, "to_dict") else {}}
+    name = (payload.get("extra") or {}).get("model_name", Path(checkpoint).parent.name)
+    with stage_run("infer", record, tags={"model": str(name)}) as tracker:
+        preds = predict_dataset(model, dataset, codec, batch_size=int(settings["batch_size"]),
+                                steps=int(settings["steps"]), ensemble=int(settings["ensemble"]),
+                                seed=int(settings.get("seed", 0)), workers=int(settings.get("workers", 0)),
+                                progress=progress, desc=f"infer {name} (steps {settings['steps']}, K {settings['ensemble']})")
+        out_dir = Path(out)
+        written = write_predictions(out_dir, seqs, samples, preds.keypoints, preds.scores)
+        keep = {p.name for p in written}
+        for stale in out_dir.glob("*.json"):
+            if stale.name not in keep:
+                stale.unlink()
+        metrics = {"person_clips": len(samples), "sequences": len(seqs), "seconds": round(preds.seconds, 3),
+                   "person_clips_per_second": round(preds.clips_per_second, 2),
+                   "steps": int(settings["steps"]), "ensemble": int(settings["ensemble"])}
+        tracker.log_metrics(metrics)
+    return metrics
+
+
+def main(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    settings = infer_settings(params, args.params, steps=args.steps, ensemble=args.ensemble, boxes=args.boxes)
+    metrics = run(checkpoint=args.checkpoint, annotations=args.annotations, images=args.images, out=args.out,
+                  settings=settings, params=params, progress=not args.no_progress)
+    print(f"infer: {metrics['person_clips']} person clips in {metrics['sequences']} sequences, "
+          f"{metrics['person_clips_per_second']} clips/s (steps {metrics['steps']}, ensemble {metrics['ensemble']}) "
+          f"-> {args.out}", file=sys.stdout)
+    return 0

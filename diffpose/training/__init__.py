@@ -1,0 +1,1 @@
+"""Training: the epoch loop (trainer), learning-rate schedules and torch.distributed helpers."""
