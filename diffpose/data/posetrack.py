@@ -26,6 +26,7 @@ are the joint confidences; no head box needed).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -95,10 +96,14 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
+_NUMBER_TYPES = frozenset((int, float))
+
+
 def _finite_numbers(values: Any, length: int | None = None) -> bool:
+    """A list of finite JSON numbers (not booleans), of ``length`` items when given."""
     if not isinstance(values, list) or (length is not None and len(values) != length):
         return False
-    return all(_is_num(v) and np.isfinite(v) for v in values)
+    return set(map(type, values)) <= _NUMBER_TYPES and all(map(math.isfinite, values))
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,9 +128,18 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
+_OPTIONAL_IMAGE_KEYS = frozenset(
+    ("frame_id", "nframes", "is_labeled", "vid_id", "ignore_regions_x", "ignore_regions_y")
+)
+
+
 def _validate_image(source: Any, i: int, im: Any, kind: str) -> None:
     if not isinstance(im, dict):
         raise DataError(f"{source}: frame #{i}: expected an object, got {type(im).__name__}")
+    if type(im.get("id")) is int and type(im.get("file_name")) is str and im["file_name"] and not (
+        _OPTIONAL_IMAGE_KEYS & im.keys()
+    ):
+        return
     where = _frame_where(source, i, im)
     if not _is_int(im.get("id")):
         raise DataError(f"{where}: 'id' must be an integer, got {_describe(im.get('id'))}")
@@ -208,29 +222,7 @@ def validate_posetrack18(obj: Any, source: Any = "<data>", *, kind: str = "gt") 
     for i, a in enumerate(anns):
         if not isinstance(a, dict):
             raise DataError(f"{source}: annotation #{i}: expected an object, got {type(a).__name__}")
-        where = _ann_where(source, i, a, frames)
-        if not _is_int(a.get("image_id")):
-            raise DataError(f"{where}: 'image_id' must be an integer, got {_describe(a.get('image_id'))}")
-        if a["image_id"] not in frames:
-            raise DataError(f"{where}: 'image_id' {a['image_id']} is not the id of any frame in 'images'")
-        if not _is_int(a.get("track_id")):
-            raise DataError(
-                f"{where}: 'track_id' must be an integer, got {_describe(a.get('track_id'))}"
-                + (" (the official evaluator requires it on predictions)" if kind == "pred" else "")
-            )
-        if "id" in a and not _is_int(a["id"]):
-            raise DataError(f"{where}: 'id' must be an integer, got {_describe(a['id'])}")
-        for key in ("bbox", "bbox_head"):
-            if key in a and not _finite_numbers(a[key], 4):
-                raise DataError(f"{where}: '{key}' must be 4 finite numbers [x, y, w, h], got {_describe(a[key])}")
-        scores = a.get("scores", [])
-        if not isinstance(scores, list) or (scores and not _finite_numbers(scores, kp.NUM_KEYPOINTS)):
-            raise DataError(
-                f"{where}: 'scores' must be empty or {kp.NUM_KEYPOINTS} finite numbers (one per keypoint), "
-                f"got {_describe(scores)}"
-            )
-        if "score" in a and a["score"] is not None and not (_is_num(a["score"]) and np.isfinite(a["score"])):
-            raise DataError(f"{where}: 'score' must be a finite number, got {_describe(a['score'])}")
+        _validate_annotation(source, i, a, frames, kind)
     _validate_keypoint_block(source, anns, frames, kind)
     if kind == "gt":
         for i, a in enumerate(anns):
@@ -239,6 +231,45 @@ def validate_posetrack18(obj: Any, source: Any = "<data>", *, kind: str = "gt") 
                     f"{_ann_where(source, i, a, frames)}: 'bbox_head' [x, y, w, h] is required on a labelled "
                     f"person (the head size normalises the PCKh distance)"
                 )
+
+
+def _validate_annotation(source: Any, i: int, a: dict, frames: dict, kind: str) -> None:
+    """Fast path: cheap checks first; the location text is only built for an error."""
+    image_id, track_id = a.get("image_id"), a.get("track_id")
+    scores = a.get("scores", [])
+    if (
+        type(image_id) is int
+        and image_id in frames
+        and type(track_id) is int
+        and ("id" not in a or type(a["id"]) is int)
+        and ("bbox" not in a or _finite_numbers(a["bbox"], 4))
+        and ("bbox_head" not in a or _finite_numbers(a["bbox_head"], 4))
+        and isinstance(scores, list)
+        and (not scores or _finite_numbers(scores, kp.NUM_KEYPOINTS))
+        and ("score" not in a or a["score"] is None or (_is_num(a["score"]) and math.isfinite(a["score"])))
+    ):
+        return
+    where = _ann_where(source, i, a, frames)
+    if not _is_int(image_id):
+        raise DataError(f"{where}: 'image_id' must be an integer, got {_describe(image_id)}")
+    if image_id not in frames:
+        raise DataError(f"{where}: 'image_id' {image_id} is not the id of any frame in 'images'")
+    if not _is_int(track_id):
+        raise DataError(
+            f"{where}: 'track_id' must be an integer, got {_describe(track_id)}"
+            + (" (the official evaluator requires it on predictions)" if kind == "pred" else "")
+        )
+    if "id" in a and not _is_int(a["id"]):
+        raise DataError(f"{where}: 'id' must be an integer, got {_describe(a['id'])}")
+    for key in ("bbox", "bbox_head"):
+        if key in a and not _finite_numbers(a[key], 4):
+            raise DataError(f"{where}: '{key}' must be 4 finite numbers [x, y, w, h], got {_describe(a[key])}")
+    if not isinstance(scores, list) or (scores and not _finite_numbers(scores, kp.NUM_KEYPOINTS)):
+        raise DataError(
+            f"{where}: 'scores' must be empty or {kp.NUM_KEYPOINTS} finite numbers (one per keypoint), "
+            f"got {_describe(scores)}"
+        )
+    raise DataError(f"{where}: 'score' must be a finite number, got {_describe(a['score'])}")
 
 
 def _has_points18(values: list) -> bool:
