@@ -36,6 +36,15 @@ except ImportError:  # pragma: no cover
                     hm[j] = np.exp(-((xs - x / stride) ** 2 + (ys - y / stride) ** 2) / (2 * self.sigma ** 2))
             return hm, weight
 
+        def decode(self, heatmaps):
+            hm = np.asarray(heatmaps)
+            b, j, h, w = hm.shape
+            flat = hm.reshape(b, j, -1)
+            idx = flat.argmax(-1)
+            stride = self.input_size[1] / w
+            coords = np.stack([idx % w, idx // w], -1).astype(np.float64) * stride
+            return coords, flat.max(-1)
+
 INPUT = (64, 48)  # H, W
 HEATMAP = (16, 12)
 
@@ -47,9 +56,11 @@ _POSE = np.array([
 
 
 def make_tiny_dataset(root: Path, *, sequences: int = 2, frames: int = 6, split: str = "train",
-                      size: tuple[int, int] = (96, 128), seed: int = 0) -> tuple[Path, Path]:
+                      size: tuple[int, int] = (96, 128), seed: int = 0,
+                      empty_frames: tuple[int, ...] = ()) -> tuple[Path, Path]:
     """Write ``root/annotations/<split>/seqN.json`` and ``root/images/<split>/seqN/%06d.jpg``:
-    one person per frame drifting right, each joint a coloured dot. Returns (annotations, root)."""
+    one person per frame drifting right, each joint a coloured dot; frames in ``empty_frames``
+    have no annotation. Returns (annotations, root)."""
     rng = np.random.default_rng(seed)
     h, w = size
     ann_dir = root / "annotations" / split
@@ -76,6 +87,8 @@ def make_tiny_dataset(root: Path, *, sequences: int = 2, frames: int = 6, split:
             images.append({"id": image_id, "file_name": name, "frame_id": image_id, "vid_id": seq,
                            "nframes": frames, "is_labeled": True})
             kpts = np.concatenate([np.where(vis[:, None] > 0, pts, 0.0), vis[:, None]], axis=1)
+            if f in empty_frames:
+                continue
             anns.append({
                 "id": len(anns), "image_id": image_id, "track_id": 0, "category_id": 1,
                 "bbox": [float(origin[0]), float(origin[1]), 48.0, 64.0],
