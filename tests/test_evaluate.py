@@ -274,3 +274,24 @@ def test_degraded_subset_evaluates_only_flagged_frames(posetrack18_dir, tmp_path
     assert metrics == alone
     assert metrics["Total"] == pytest.approx(40.0)  # poseval's per-sequence value for 009473 in case c
     assert stage.run(gt, pred)["Total"] != metrics["Total"]
+
+
+def test_posetrack17_predictions_give_the_same_numbers(posetrack18_dir, tmp_path, expected):
+    """Predictions converted to PoseTrack17 (per-point scores) evaluate exactly like the PT18 files."""
+    case = "case_c_missing_fp_seed1"
+    pred17 = tmp_path / "pred17"
+    assert cli_main(["convert", "--to", "17", "--kind", "pred", str(posetrack18_dir / "poseval_cases" / case / "pred"), str(pred17)]) == 0
+    assert "annolist" in json.loads((pred17 / "012834_mpii_test.json").read_text())
+    metrics = stage.run(posetrack18_dir / "poseval_gt" / "posetrack17_format", pred17)
+    for col, value in expected[case]["group_ap_full_precision"].items():
+        assert metrics[col] == pytest.approx(value, abs=1e-6), col
+
+
+def test_missing_joint_scores_rank_last(posetrack18_dir, tmp_path):
+    """Without 'scores' every joint scores -9999 (poseval): still evaluated, AP from file order."""
+    gt, pred = _copy_case(posetrack18_dir, tmp_path, "case_a_gt_exact")
+    for f in pred.glob("*.json"):
+        _mutate(f, lambda o: [a.pop("scores", None) for a in o["annotations"]])
+    assert stage.run(gt, pred)["Total"] == 100.0
+    data = pm.prepare(pm.load_pairs(gt, pred))
+    assert np.all(data.pred.score == pm.MIN_SCORE)

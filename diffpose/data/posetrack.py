@@ -41,6 +41,7 @@ from diffpose.io import atomic_open, read_json
 NUM_VALUES = 3 * kp.NUM_KEYPOINTS  # 51 numbers per person
 KINDS = ("gt", "pred")
 FORMATS = ("17", "18")
+MISSING_SCORE = -9999.0  # poseval's score for a predicted joint without one
 
 # The 15 PoseTrack joints: PoseTrack17 id -> index among the 17 COCO-order keypoints.
 _PT15_TO_17 = [int(i) for i in kp.POSETRACK15_TO_COCO17]
@@ -439,8 +440,8 @@ def posetrack17_to_18(obj: dict) -> dict:
     """PoseTrack17 ``annolist`` dict -> PoseTrack18 dict.
 
     Points go to their COCO slot with ``v`` = ``is_visible`` (1 when absent), ears and missing
-    joints are (0, 0, 0); per-point ``score`` fills ``scores`` (0 for missing joints; empty when no
-    point has a score); head box x1..y2 -> ``bbox_head`` [x, y, w, h]; ``bbox`` is derived from the
+    joints are (0, 0, 0); per-point ``score`` fills ``scores`` (0 for missing joints, -9999 for a
+    present point without a score, which is what poseval scores it; empty when no point has one); head box x1..y2 -> ``bbox_head`` [x, y, w, h]; ``bbox`` is derived from the
     points (poseval's rule: their extent enlarged 1.3x around the centre).
     """
     images, anns = [], []
@@ -488,7 +489,7 @@ def posetrack17_to_18(obj: dict) -> dict:
 
 def _person17_to_18(rect: dict) -> dict:
     values = [0.0] * NUM_VALUES
-    scores = [0.0] * kp.NUM_KEYPOINTS
+    scores = [0.0] * kp.NUM_KEYPOINTS  # absent joints
     any_score = False
     xs, ys = [], []
     for pt in _points17(rect) or []:
@@ -501,6 +502,8 @@ def _person17_to_18(rect: dict) -> dict:
         if "score" in pt:
             scores[c] = _unwrap(pt["score"])
             any_score = True
+        else:
+            scores[c] = MISSING_SCORE
     person: dict[str, Any] = {
         "track_id": _unwrap(rect.get("track_id", 0)),
         "category_id": 1,

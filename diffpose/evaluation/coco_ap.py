@@ -82,8 +82,8 @@ def build_coco(pairs: list[SequencePair], subset: str = "all") -> tuple[dict, li
 
 
 def coco_keypoint_ap(pairs: list[SequencePair], *, subset: str = "all") -> dict[str, float]:
-    """COCO keypoint AP/AR in percent under the keys of ``COCO_KEYS`` (pycocotools' -1, "no GT in
-    this area range", is kept as -100 would be misleading: it becomes NaN)."""
+    """COCO keypoint AP/AR in percent under the keys of ``COCO_KEYS``. pycocotools' -1 ("no GT
+    person in this area range") becomes NaN (null in JSON) rather than a misleading -100."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 

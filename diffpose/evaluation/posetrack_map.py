@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from diffpose.data import keypoints as kp
-from diffpose.data.posetrack import load_sequence
+from diffpose.data.posetrack import MISSING_SCORE, load_sequence
 from diffpose.errors import DataError
 
 LOG = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ LOG = logging.getLogger(__name__)
 J = len(kp.POSETRACK15_NAMES)
 PCKH_THRESHOLD = 0.5
 HEAD_SIZE_FACTOR = 0.6
-MIN_SCORE = -9999.0  # poseval's joint score when a prediction has none
+MIN_SCORE = MISSING_SCORE  # poseval's joint score when a prediction has none
 TABLE_COLUMNS: tuple[str, ...] = (*kp.TABLE_GROUPS, "Total")
 SUBSETS = ("all", "degraded")
 _PT15 = kp.POSETRACK15_TO_COCO17
