@@ -295,3 +295,16 @@ def test_missing_joint_scores_rank_last(posetrack18_dir, tmp_path):
     assert stage.run(gt, pred)["Total"] == 100.0
     data = pm.prepare(pm.load_pairs(gt, pred))
     assert np.all(data.pred.score == pm.MIN_SCORE)
+
+
+def test_orientation_is_exact_near_collinear():
+    """Float rounding would misjudge these; the exact fallback decides like GEOS's exact predicate."""
+    ax, ay, bx, by = np.array([0.1]), np.array([0.1]), np.array([0.7]), np.array([0.7])
+    on = pm._orientation(ax, ay, bx, by, np.array([0.3]), np.array([0.3]))
+    from fractions import Fraction as Fr
+    exact = (Fr(0.7) - Fr(0.1)) * (Fr(0.3) - Fr(0.1)) - (Fr(0.7) - Fr(0.1)) * (Fr(0.3) - Fr(0.1))
+    assert on.tolist() == [0] and exact == 0
+    tiny = np.nextafter(0.3, 1.0)  # one ulp above the line y = x: strictly left of a->b
+    assert pm._orientation(ax, ay, bx, by, np.array([0.3]), np.array([tiny])).tolist() == [1]
+    assert pm._orientation(np.array([0.0]), np.array([0.0]), np.array([3.0]), np.array([1.0]),
+                           np.array([1.5]), np.array([0.5])).tolist() == [0]

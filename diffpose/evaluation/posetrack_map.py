@@ -318,7 +318,11 @@ def _orientation(ax, ay, bx, by, px, py) -> np.ndarray:
     v = (by - ay) * (px - ax)
     det = u - v
     sign = np.sign(det)
-    doubtful = np.flatnonzero(np.abs(det) <= 1e-12 * (np.abs(u) + np.abs(v)))
+    # small integers (pixel-grid polygons and points) make every step exact: no doubt there
+    small_ints = np.ones(len(det), dtype=bool)
+    for c in (ax, ay, bx, by, px, py):
+        small_ints &= (np.abs(c) < 2.0**24) & (c == np.round(c))
+    doubtful = np.flatnonzero(~small_ints & (np.abs(det) <= 1e-12 * (np.abs(u) + np.abs(v))))
     for k in doubtful:
         exact = (Fraction(float(bx[k])) - Fraction(float(ax[k]))) * (Fraction(float(py[k])) - Fraction(float(ay[k]))) - (
             Fraction(float(by[k])) - Fraction(float(ay[k]))
