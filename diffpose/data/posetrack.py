@@ -441,7 +441,8 @@ def posetrack17_to_18(obj: dict) -> dict:
 
     Points go to their COCO slot with ``v`` = ``is_visible`` (1 when absent), ears and missing
     joints are (0, 0, 0); per-point ``score`` fills ``scores`` (0 for missing joints, -9999 for a
-    present point without a score, which is what poseval scores it; empty when no point has one); head box x1..y2 -> ``bbox_head`` [x, y, w, h]; ``bbox`` is derived from the
+    present point without a score, which is what poseval scores it; empty when no point has
+    one); head box x1..y2 -> ``bbox_head`` [x, y, w, h]; ``bbox`` is derived from the
     points (poseval's rule: their extent enlarged 1.3x around the centre).
     """
     images, anns = [], []

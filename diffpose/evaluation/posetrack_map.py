@@ -324,9 +324,8 @@ def _orientation(ax, ay, bx, by, px, py) -> np.ndarray:
         small_ints &= (np.abs(c) < 2.0**24) & (c == np.round(c))
     doubtful = np.flatnonzero(~small_ints & (np.abs(det) <= 1e-12 * (np.abs(u) + np.abs(v))))
     for k in doubtful:
-        exact = (Fraction(float(bx[k])) - Fraction(float(ax[k]))) * (Fraction(float(py[k])) - Fraction(float(ay[k]))) - (
-            Fraction(float(by[k])) - Fraction(float(ay[k]))
-        ) * (Fraction(float(px[k])) - Fraction(float(ax[k])))
+        fa_x, fa_y, fb_x, fb_y, fp_x, fp_y = (Fraction(float(c[k])) for c in (ax, ay, bx, by, px, py))
+        exact = (fb_x - fa_x) * (fp_y - fa_y) - (fb_y - fa_y) * (fp_x - fa_x)
         sign[k] = (exact > 0) - (exact < 0)
     return sign
 

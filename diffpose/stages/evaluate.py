@@ -92,7 +92,8 @@ def main(args: argparse.Namespace) -> int:
             tracker.log_metrics(metrics)
             if args.out:
                 tracker.log_artifact(args.out)
-    print(format_table(metrics, title=f"PoseTrack mAP ({args.subset} frames)" if args.subset != "all" else "PoseTrack mAP"))
+    title = "PoseTrack mAP" if args.subset == "all" else f"PoseTrack mAP ({args.subset} frames)"
+    print(format_table(metrics, title=title))
     if args.out:
         print(f"metrics written to {args.out}")
     return 0
