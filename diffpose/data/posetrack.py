@@ -230,7 +230,7 @@ def validate_posetrack18(obj: Any, source: Any = "<data>", *, kind: str = "gt") 
             if "bbox_head" not in a and _has_points18(a["keypoints"]):
                 raise DataError(
                     f"{_ann_where(source, i, a, frames)}: 'bbox_head' [x, y, w, h] is required on a labelled "
-                    f"person (the head size normalises the PCKh distance)"
+                    f"person (the head size normalises the PCKh distance; prediction files: validate with kind 'pred')"
                 )
 
 
