@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
 from diffpose.data.synthetic import PRESETS, generate
+from diffpose.data.synthetic.preview import contact_sheet
+from diffpose.errors import ConfigError
 from diffpose.tracking import stage_run
 
 
@@ -21,7 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(out: str, *, preset: str = "demo", seed: int = 0, workers: int = 0, progress: bool = True) -> dict:
-    """Generate the benchmark under ``out`` and return its metrics (logged to MLflow)."""
+    """Generate the benchmark under ``out`` and return its metrics (logged to MLflow with a contact
+    sheet of the first val sequence)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {seed}")
     params = {"synth": {"preset": preset, "seed": seed}, "out": out}
     with stage_run("synth", params) as tracker:
         start = time.perf_counter()
@@ -41,7 +49,11 @@ def run(out: str, *, preset: str = "demo", seed: int = 0, workers: int = 0, prog
             })
         metrics["video_megabytes"] = sum(s.video_bytes for s in stats) / 1e6
         tracker.log_metrics(metrics)
-        tracker.log_artifact(str(next(Path(out).glob("annotations/val/*.json"))))
+        first = next(s for s in stats if s.split == "val")
+        with tempfile.TemporaryDirectory() as tmp:
+            sheet = contact_sheet(Path(out) / "videos/val" / f"{first.name}.mp4",
+                                  Path(out) / "annotations/val" / f"{first.name}.json", Path(tmp) / "preview.png")
+            tracker.log_artifact(sheet)
     return metrics
 
 

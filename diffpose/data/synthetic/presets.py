@@ -34,8 +34,8 @@ PRESETS: dict[str, Preset] = {
         train_frames=16, val_frames=16, train_labelled=12, val_every=4, person_height=(60.0, 115.0),
     ),
     "demo": Preset(
-        name="demo", width=320, height=240, train_sequences=88, val_sequences=20,
-        train_frames=40, val_frames=48, train_labelled=30, val_every=4, person_height=(85.0, 175.0),
+        name="demo", width=320, height=240, train_sequences=90, val_sequences=18,
+        train_frames=40, val_frames=48, train_labelled=30, val_every=4, person_height=(95.0, 190.0),
     ),
 }
 

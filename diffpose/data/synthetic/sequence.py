@@ -104,7 +104,8 @@ def build_scene(spec: SequenceSpec, rng: np.random.Generator) -> Scene:
         if crossing and i < 2:
             ground, yaw, gait, style = _crossing_walk(rng, i, n, p.fps, bounds, body.scale)
         else:
-            ground, yaw, gait, style = _free_motion(rng, n, p.fps, bounds, body.scale)
+            taken = [f.world["pelvis"][0] for f in people]
+            ground, yaw, gait, style = _free_motion(rng, n, p.fps, bounds, body.scale, taken)
         pose = motion.gait_pose(rng, n, p.fps, yaw, gait, style)
         people.append(Figure(body, look, forward_kinematics(body, pose, ground)))
 
@@ -132,12 +133,18 @@ def _crossing_walk(rng: np.random.Generator, i: int, n: int, fps: float, bounds:
     return ground, yaw, gait, "walk"
 
 
-def _free_motion(rng: np.random.Generator, n: int, fps: float, bounds: motion.Bounds, scale: float):
+def _free_motion(rng: np.random.Generator, n: int, fps: float, bounds: motion.Bounds, scale: float,
+                 taken: list[np.ndarray]):
+    """A walker, jogger or stander starting clear of the people in ``taken`` (their start points):
+    people do not stand inside each other, they come to overlap by moving."""
     style = str(rng.choice(["walk", "jog", "stand"], p=[0.5, 0.15, 0.35]))
     gait = motion.sample_gait(rng, style)
-    z = rng.uniform(bounds.z_near, bounds.z_far)
-    lim = bounds.half_width_per_depth * z
-    x = rng.uniform(-0.8, 0.8) * lim if rng.random() > 0.15 else rng.choice([-1, 1]) * rng.uniform(0.9, 1.2) * lim
+    for _ in range(20):
+        z = rng.uniform(bounds.z_near, bounds.z_far)
+        lim = bounds.half_width_per_depth * z
+        x = rng.uniform(-0.8, 0.8) * lim if rng.random() > 0.15 else rng.choice([-1, 1]) * rng.uniform(0.9, 1.2) * lim
+        if all(abs(x - q[0]) > 0.4 or abs(z - q[2]) > 1.0 for q in taken):
+            break
     if style == "stand":
         ground = np.tile([x, 0.0, z], (n, 1))
         return ground, motion.standing_yaw(rng, n, fps), gait, style
