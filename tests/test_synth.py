@@ -259,3 +259,30 @@ def test_preview_draws_a_contact_sheet(synth: Path, tmp_path: Path) -> None:
                         tmp_path / "sheet.png", frames=4, columns=2, scale=2)
     sheet = cv2.imread(str(png))
     assert sheet.shape == (2 * 2 * TINY.height, 2 * 2 * TINY.width, 3)
+
+
+def test_body_model_left_right_and_rigid_bones() -> None:
+    """Facing the camera, the person's left is on the image's right (and the reverse from behind);
+    bones keep their length through a gait cycle."""
+    from diffpose.data.synthetic.motion import gait_pose, sample_gait
+    from diffpose.data.synthetic.skeleton import Body, Camera, forward_kinematics
+
+    rng = np.random.default_rng(0)
+    cam = Camera(focal=600.0, cx=160.0, horizon=100.0, height=0.6)
+    n = 25
+    for yaw, left_is_right in ((0.0, True), (np.pi, False)):
+        pose = gait_pose(rng, n, 25.0, np.full(n, yaw), sample_gait(rng, "walk"), "walk")
+        world = forward_kinematics(Body(), pose, np.tile([0.0, 0.0, 5.0], (n, 1)))
+        xy, depth = cam.project(world["keypoints"])
+        for part in ("shoulder", "hip"):
+            left, right = xy[:, NAME_TO_INDEX[f"left_{part}"], 0], xy[:, NAME_TO_INDEX[f"right_{part}"], 0]
+            assert np.all((left > right) == left_is_right)
+        nose_nearer = depth[:, NAME_TO_INDEX["nose"]] < world["head_centre"][:, 2]
+        assert np.all(nose_nearer == left_is_right)
+        assert np.all(xy[:, NAME_TO_INDEX["head_top"], 1] < xy[:, NAME_TO_INDEX["head_bottom"], 1])
+        kp3 = world["keypoints"]
+        for a, b in (("left_hip", "left_knee"), ("right_knee", "right_ankle"), ("left_elbow", "left_wrist")):
+            length = np.linalg.norm(kp3[:, NAME_TO_INDEX[a]] - kp3[:, NAME_TO_INDEX[b]], axis=1)
+            assert np.ptp(length) < 1e-9
+        ankles = kp3[:, [NAME_TO_INDEX["left_ankle"], NAME_TO_INDEX["right_ankle"]], 1]
+        assert np.allclose(ankles.min(1), ankles.min())  # one foot always on the ground
