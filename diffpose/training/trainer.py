@@ -266,6 +266,9 @@ def train(
                     tracker.log_metrics({k: v for k, v in metrics.items() if k != "clips"}, step=epoch + 1)
                 dist_util.barrier(ctx)
             seconds = time.perf_counter() - started
+            in_sync = _ranks_in_sync(ctx, model)
+            if not in_sync:
+                raise DiffposeError(f"training of '{name}': parameters differ between processes after training")
             result = {
                 "model": name,
                 "epochs": train_cfg.epochs,
@@ -275,6 +278,7 @@ def train(
                 "clips_per_second": round(clips_seen / seconds, 2) if seconds > 0 and clips_seen else 0.0,
                 "training_clips": len(dataset),
                 "world_size": ctx.world_size,
+                "ranks_in_sync": in_sync,
                 "data_version": version,
                 "mlflow_run_id": tracker.run_id,
             }
@@ -291,6 +295,24 @@ def train(
         return result
     finally:
         dist_util.teardown(ctx)
+
+
+def _ranks_in_sync(ctx: dist_util.DistContext, model: nn.Module) -> bool:
+    """True when every process holds bit-identical parameters and buffers (sha256 compared).
+
+    BatchNorm statistics are updated locally after DDP's last buffer broadcast, so rank 0's
+    buffers (the ones saved) are broadcast first."""
+    if not ctx.distributed:
+        return True
+    for buf in model.buffers():
+        torch.distributed.broadcast(buf, src=0)
+    digest = hashlib.sha256()
+    for tensor in (*model.parameters(), *model.buffers()):
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    mine = torch.tensor([int.from_bytes(digest.digest()[:7], "little")], dtype=torch.int64, device=ctx.device)
+    gathered = [torch.zeros_like(mine) for _ in range(ctx.world_size)]
+    torch.distributed.all_gather(gathered, mine)
+    return all(bool((g == gathered[0]).all()) for g in gathered)
 
 
 def _run_epoch(*, epoch: int, ctx: dist_util.DistContext, wrapped: nn.Module, model: nn.Module, loader, sampler,
