@@ -4,6 +4,7 @@ ground-truth rules (labelling patterns, ears, boxes, ignore regions, tracks, deg
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from pathlib import Path
 
@@ -40,8 +41,11 @@ def _kps(ann: dict) -> np.ndarray:
 
 
 def _digests(root: Path, sub: str) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((root / sub).rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((root / sub).rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_layout_names_and_image_records(synth: Path) -> None:
@@ -57,9 +61,16 @@ def test_layout_names_and_image_records(synth: Path) -> None:
         for i, im in enumerate(gt["images"]):
             assert im["file_name"] == f"images/{split}/{seq}/{i:06d}.jpg"
             assert im["id"] == im["frame_id"] == int(f"1{vid}{i:04d}")
-            assert (im["vid_id"], im["nframes"], im["width"], im["height"]) == (vid, n, TINY.width, TINY.height)
+            assert (im["vid_id"], im["nframes"], im["width"], im["height"]) == (
+                vid,
+                n,
+                TINY.width,
+                TINY.height,
+            )
         assert gt["categories"][0]["keypoints"][NAME_TO_INDEX["head_top"]] == "head_top"
-    assert sorted(p.name for p in (synth / "videos").glob("*/*")) == sorted(f"{p.stem}.mp4" for _, p, _ in seqs)
+    assert sorted(p.name for p in (synth / "videos").glob("*/*")) == sorted(
+        f"{p.stem}.mp4" for _, p, _ in seqs
+    )
 
 
 def test_files_pass_the_posetrack18_validator(synth: Path) -> None:
@@ -181,9 +192,11 @@ def test_track_ids_are_consistent_over_frames(synth: Path) -> None:
             tracks.setdefault(a["track_id"], []).append((frame_of[a["image_id"]], _kps(a), a["bbox"][3]))
         for track in tracks.values():
             track.sort(key=lambda r: r[0])
-            for (f0, k0, h0), (f1, k1, _) in zip(track, track[1:]):
+            for (f0, k0, h0), (f1, k1, _) in itertools.pairwise(track):
                 both = (k0[:, 2] == 1) & (k1[:, 2] == 1)
-                if both.sum() >= 4:  # the same person: joints move a little per frame, not a jump to someone else
+                if (
+                    both.sum() >= 4
+                ):  # the same person: joints move a little per frame, not a jump to someone else
                     step = np.median(np.linalg.norm(k1[both, :2] - k0[both, :2], axis=1))
                     assert step <= 0.12 * h0 * (f1 - f0)
 
@@ -234,8 +247,12 @@ def test_occluded_joints_stay_labelled_at_their_true_position() -> None:
 
 def test_rerun_removes_stale_sequences(synth: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    stale = [out / "videos/train/999999_mpii_train.mp4", out / "annotations/val/999999_mpii_test.json",
-             out / "videos/val/.500001_mpii_test.mp4.abc.tmp.mp4", out / "videos/old/000001_mpii_train.mp4"]
+    stale = [
+        out / "videos/train/999999_mpii_train.mp4",
+        out / "annotations/val/999999_mpii_test.json",
+        out / "videos/val/.500001_mpii_test.mp4.abc.tmp.mp4",
+        out / "videos/old/000001_mpii_train.mp4",
+    ]
     for p in stale:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"old")
@@ -246,17 +263,31 @@ def test_rerun_removes_stale_sequences(synth: Path, tmp_path: Path) -> None:
 
 
 def test_cli_runs_and_rejects_a_bad_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["synth", "--out", str(tmp_path / "s"), "--preset", "tiny", "--seed", "-1", "--no-progress"]) == 2
+    assert (
+        cli_main(["synth", "--out", str(tmp_path / "s"), "--preset", "tiny", "--seed", "-1", "--no-progress"])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("diffpose synth: error:") and "--seed" in err[-1]
-    assert cli_main(["synth", "--out", str(tmp_path / "s"), "--preset", "tiny", "--workers", "1", "--no-progress"]) == 0
+    assert (
+        cli_main(
+            ["synth", "--out", str(tmp_path / "s"), "--preset", "tiny", "--workers", "1", "--no-progress"]
+        )
+        == 0
+    )
     assert "labelled person instances" in capsys.readouterr().out
 
 
 def test_preview_draws_a_contact_sheet(synth: Path, tmp_path: Path) -> None:
     seq = "500001_mpii_test"
-    png = contact_sheet(synth / "videos/val" / f"{seq}.mp4", synth / "annotations/val" / f"{seq}.json",
-                        tmp_path / "sheet.png", frames=4, columns=2, scale=2)
+    png = contact_sheet(
+        synth / "videos/val" / f"{seq}.mp4",
+        synth / "annotations/val" / f"{seq}.json",
+        tmp_path / "sheet.png",
+        frames=4,
+        columns=2,
+        scale=2,
+    )
     sheet = cv2.imread(str(png))
     assert sheet.shape == (2 * 2 * TINY.height, 2 * 2 * TINY.width, 3)
 

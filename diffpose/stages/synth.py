@@ -14,10 +14,17 @@ from diffpose.tracking import stage_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output root: OUT/videos/{train,val}/<seq>.mp4 and "
-                        "OUT/annotations/{train,val}/<seq>.json")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
-                        help="tiny: seconds, for tests; demo: the CPU demo (default)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output root: OUT/videos/{train,val}/<seq>.mp4 and OUT/annotations/{train,val}/<seq>.json",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="demo",
+        help="tiny: seconds, for tests; demo: the CPU demo (default)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--workers", type=int, default=0, help="processes; 0 = one per core (default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -39,20 +46,27 @@ def run(out: str, *, preset: str = "demo", seed: int = 0, workers: int = 0, prog
         for split in ("train", "val"):
             part = [s for s in stats if s.split == split]
             instances = sum(s.instances for s in part)
-            metrics.update({
-                f"{split}_sequences": len(part),
-                f"{split}_frames": sum(s.frames for s in part),
-                f"{split}_labelled_frames": sum(s.labelled_frames for s in part),
-                f"{split}_instances": instances,
-                f"{split}_degraded_fraction": sum(s.degraded for s in part) / instances if instances else 0.0,
-                f"{split}_tracks": sum(s.people for s in part),
-            })
+            metrics.update(
+                {
+                    f"{split}_sequences": len(part),
+                    f"{split}_frames": sum(s.frames for s in part),
+                    f"{split}_labelled_frames": sum(s.labelled_frames for s in part),
+                    f"{split}_instances": instances,
+                    f"{split}_degraded_fraction": sum(s.degraded for s in part) / instances
+                    if instances
+                    else 0.0,
+                    f"{split}_tracks": sum(s.people for s in part),
+                }
+            )
         metrics["video_megabytes"] = sum(s.video_bytes for s in stats) / 1e6
         tracker.log_metrics(metrics)
         first = next(s for s in stats if s.split == "val")
         with tempfile.TemporaryDirectory() as tmp:
-            sheet = contact_sheet(Path(out) / "videos/val" / f"{first.name}.mp4",
-                                  Path(out) / "annotations/val" / f"{first.name}.json", Path(tmp) / "preview.png")
+            sheet = contact_sheet(
+                Path(out) / "videos/val" / f"{first.name}.mp4",
+                Path(out) / "annotations/val" / f"{first.name}.json",
+                Path(tmp) / "preview.png",
+            )
             tracker.log_artifact(sheet)
     return metrics
 

@@ -31,15 +31,25 @@ def image_id(vid: str, frame: int) -> int:
 
 
 def categories() -> list[dict]:
-    return [{
-        "supercategory": "person", "id": 1, "name": "person", "keypoints": list(KEYPOINT_NAMES),
-        "skeleton": [list(pair) for pair in SKELETON_1BASED],
-    }]
+    return [
+        {
+            "supercategory": "person",
+            "id": 1,
+            "name": "person",
+            "keypoints": list(KEYPOINT_NAMES),
+            "skeleton": [list(pair) for pair in SKELETON_1BASED],
+        }
+    ]
 
 
 def in_frame(points: np.ndarray, width: int, height: int) -> np.ndarray:
     """(..., 2) pixels -> (...) bool: inside [0, width-1] x [0, height-1]."""
-    return (points[..., 0] >= 0) & (points[..., 0] <= width - 1) & (points[..., 1] >= 0) & (points[..., 1] <= height - 1)
+    return (
+        (points[..., 0] >= 0)
+        & (points[..., 0] <= width - 1)
+        & (points[..., 1] >= 0)
+        & (points[..., 1] <= height - 1)
+    )
 
 
 def labelled_mask(points: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -57,9 +67,19 @@ def person_box(points: np.ndarray, labelled: np.ndarray, width: int, height: int
     return [round(float(v), 2) for v in (lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1])]
 
 
-def person_annotation(*, points: np.ndarray, labelled: np.ndarray, head_box: tuple[float, float, float, float],
-                      image: int, track_id: int, width: int, height: int, degraded: bool,
-                      occluded_joints: int, occluded_by: list[int]) -> dict:
+def person_annotation(
+    *,
+    points: np.ndarray,
+    labelled: np.ndarray,
+    head_box: tuple[float, float, float, float],
+    image: int,
+    track_id: int,
+    width: int,
+    height: int,
+    degraded: bool,
+    occluded_joints: int,
+    occluded_by: list[int],
+) -> dict:
     """One PoseTrack18 annotation; ``points`` (17, 2) frame pixels, ``head_box`` (x0, y0, x1, y1)."""
     kps: list[float] = []
     for j in range(NUM_KEYPOINTS):
@@ -85,8 +105,18 @@ def person_annotation(*, points: np.ndarray, labelled: np.ndarray, head_box: tup
     }
 
 
-def image_entry(*, vid: str, split: str, seq: str, frame: int, nframes: int, labelled: bool, width: int,
-                height: int, ignore: list[np.ndarray]) -> dict:
+def image_entry(
+    *,
+    vid: str,
+    split: str,
+    seq: str,
+    frame: int,
+    nframes: int,
+    labelled: bool,
+    width: int,
+    height: int,
+    ignore: list[np.ndarray],
+) -> dict:
     """One ``images`` entry; ``ignore``: polygons (K, 2) in frame pixels."""
     iid = image_id(vid, frame)
     return {
@@ -103,19 +133,23 @@ def image_entry(*, vid: str, split: str, seq: str, frame: int, nframes: int, lab
     }
 
 
-def labelled_frames(rng: np.random.Generator, split: str, nframes: int, *, dense: int, every: int) -> np.ndarray:
+def labelled_frames(
+    rng: np.random.Generator, split: str, nframes: int, *, dense: int, every: int
+) -> np.ndarray:
     """(nframes,) bool. train: one dense segment of ``dense`` frames; val: every ``every``-th frame."""
     out = np.zeros(nframes, bool)
     if split == "train":
         dense = min(dense, nframes)
         start = int(rng.integers(0, nframes - dense + 1))
-        out[start:start + dense] = True
+        out[start : start + dense] = True
     else:
         out[::every] = True
     return out
 
 
-def cut_boxes(box: tuple[float, float, float, float], keep_out: list[tuple[float, float]]) -> list[np.ndarray]:
+def cut_boxes(
+    box: tuple[float, float, float, float], keep_out: list[tuple[float, float]]
+) -> list[np.ndarray]:
     """Split the rectangle ``box`` (x0, y0, x1, y1) into rectangles that avoid the x-intervals in
     ``keep_out``; returns polygons (4, 2). Used to keep ignore regions off annotated people."""
     x0, y0, x1, y1 = box

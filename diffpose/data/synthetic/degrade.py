@@ -36,8 +36,15 @@ class Schedule:
         return bool(self.frame_kind[t] != NONE or self.person_blur[t, p])
 
 
-def sample_schedule(rng: np.random.Generator, n: int, people: int, *, frame_rate: float = 0.05,
-                    person_rate: float = 0.05, scale: float = 1.0) -> Schedule:
+def sample_schedule(
+    rng: np.random.Generator,
+    n: int,
+    people: int,
+    *,
+    frame_rate: float = 0.05,
+    person_rate: float = 0.05,
+    scale: float = 1.0,
+) -> Schedule:
     on = bursts(rng, (n,), frame_rate)
     kind = np.where(on, np.where(rng.random(n) < 0.6, MOTION, DEFOCUS), NONE)
     param = np.stack([rng.uniform(6, 14, n) * scale, rng.uniform(0, 180, n)], 1)
@@ -53,7 +60,14 @@ def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     c = k // 2
     a = np.radians(angle_deg)
     d = np.array([np.cos(a), np.sin(a)]) * (k - 1) / 2
-    cv2.line(kernel, (int(round(c - d[0])), int(round(c - d[1]))), (int(round(c + d[0])), int(round(c + d[1]))), 1.0, 1, cv2.LINE_AA)
+    cv2.line(
+        kernel,
+        (int(round(c - d[0])), int(round(c - d[1]))),
+        (int(round(c + d[0])), int(round(c + d[1]))),
+        1.0,
+        1,
+        cv2.LINE_AA,
+    )
     return kernel / kernel.sum()
 
 
@@ -77,7 +91,7 @@ def blur_region(img: np.ndarray, box: tuple[float, float, float, float], param: 
     blurred = blur(crop, MOTION, param).astype(np.float32)
     mask = np.zeros(crop.shape[:2], np.float32)
     m = pad // 2
-    mask[m:-m or None, m:-m or None] = 1.0
+    mask[m : -m or None, m : -m or None] = 1.0
     mask = cv2.GaussianBlur(mask, (0, 0), max(pad / 3, 1.0))[..., None]
     img[y0:y1, x0:x1] = np.clip(mask * blurred + (1 - mask) * crop, 0, 255).astype(np.uint8)
 

@@ -17,8 +17,9 @@ import numpy as np
 from diffpose.data.synthetic.skeleton import Pose
 
 
-def smooth_noise(rng: np.random.Generator, t: np.ndarray, *, freq: tuple[float, float] = (0.2, 0.8),
-                 terms: int = 3) -> np.ndarray:
+def smooth_noise(
+    rng: np.random.Generator, t: np.ndarray, *, freq: tuple[float, float] = (0.2, 0.8), terms: int = 3
+) -> np.ndarray:
     """A smooth random curve over times ``t`` (seconds) with values in about [-1, 1]."""
     out = np.zeros_like(t, dtype=np.float64)
     weights = rng.uniform(0.5, 1.0, terms)
@@ -41,21 +42,59 @@ class Bounds:
         return float(np.clip(x, -lim, lim)), z
 
 
-def sample_gait(rng: np.random.Generator, style: str) -> dict[str, float]:
+@dataclass(frozen=True)
+class Gait:
+    """Gait parameters: speed in body heights per second, stride (one cycle) in body heights,
+    amplitudes in radians (hip swing, knee swing on top of knee0, arm swing), elbow bend, lean."""
+
+    speed: float
+    stride: float
+    hip: float
+    knee: float
+    knee0: float
+    arm: float
+    elbow: float
+    lean: float
+
+
+def sample_gait(rng: np.random.Generator, style: str) -> Gait:
+    """Gait of a ``jog``, ``walk`` or ``stand`` (no cycle)."""
     if style == "jog":
-        return dict(speed=rng.uniform(1.1, 1.6), stride=rng.uniform(1.0, 1.2), hip=rng.uniform(0.45, 0.65),
-                    knee=rng.uniform(1.0, 1.4), knee0=0.25, arm=rng.uniform(0.45, 0.8),
-                    elbow=rng.uniform(1.2, 1.6), lean=rng.uniform(0.08, 0.2))
+        return Gait(
+            speed=rng.uniform(1.1, 1.6),
+            stride=rng.uniform(1.0, 1.2),
+            hip=rng.uniform(0.45, 0.65),
+            knee=rng.uniform(1.0, 1.4),
+            knee0=0.25,
+            arm=rng.uniform(0.45, 0.8),
+            elbow=rng.uniform(1.2, 1.6),
+            lean=rng.uniform(0.08, 0.2),
+        )
     if style == "walk":
-        return dict(speed=rng.uniform(0.45, 0.9), stride=rng.uniform(0.75, 0.95), hip=rng.uniform(0.28, 0.45),
-                    knee=rng.uniform(0.6, 0.95), knee0=0.08, arm=rng.uniform(0.2, 0.5),
-                    elbow=rng.uniform(0.15, 0.5), lean=rng.uniform(0.0, 0.08))
-    return dict(speed=0.0, stride=1.0, hip=0.0, knee=0.0, knee0=0.05, arm=0.0, elbow=0.2, lean=0.0)
+        return Gait(
+            speed=rng.uniform(0.45, 0.9),
+            stride=rng.uniform(0.75, 0.95),
+            hip=rng.uniform(0.28, 0.45),
+            knee=rng.uniform(0.6, 0.95),
+            knee0=0.08,
+            arm=rng.uniform(0.2, 0.5),
+            elbow=rng.uniform(0.15, 0.5),
+            lean=rng.uniform(0.0, 0.08),
+        )
+    return Gait(speed=0.0, stride=1.0, hip=0.0, knee=0.0, knee0=0.05, arm=0.0, elbow=0.2, lean=0.0)
 
 
-def walk_path(rng: np.random.Generator, n: int, fps: float, *, start: tuple[float, float], yaw0: float,
-              speed: float, bounds: Bounds, waypoint: tuple[float, float] | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+def walk_path(
+    rng: np.random.Generator,
+    n: int,
+    fps: float,
+    *,
+    start: tuple[float, float],
+    yaw0: float,
+    speed: float,
+    bounds: Bounds,
+    waypoint: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Integrate a steered walk. Returns ground points (n, 3) and headings (n,)."""
     dt = 1.0 / fps
     x, z = start
@@ -87,22 +126,21 @@ def _new_waypoint(rng: np.random.Generator, bounds: Bounds) -> tuple[float, floa
     return float(rng.uniform(-lim, lim)), float(z)
 
 
-def gait_pose(rng: np.random.Generator, n: int, fps: float, yaw: np.ndarray, gait: dict[str, float],
-              style: str) -> Pose:
+def gait_pose(rng: np.random.Generator, n: int, fps: float, yaw: np.ndarray, gait: Gait, style: str) -> Pose:
     """Joint angles for ``n`` frames: a gait cycle (walk/jog) or gestures (stand), plus noise."""
     t = np.arange(n) / fps
-    freq = gait["speed"] / gait["stride"] if style != "stand" else 0.0
+    freq = gait.speed / gait.stride if style != "stand" else 0.0
     phase = 2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi)
     sw = np.sin(phase)
     legs = np.stack([sw, -sw], 1)
-    hip_flex = gait["hip"] * legs
+    hip_flex = gait.hip * legs
     swing = np.stack([np.cos(phase), -np.cos(phase)], 1)
-    knee = gait["knee0"] + gait["knee"] * np.clip(swing, 0, None) ** 1.5
-    shoulder_flex = -gait["arm"] * legs
-    elbow = np.full((n, 2), gait["elbow"]) + 0.15 * gait["arm"] * (1 - legs)
+    knee = gait.knee0 + gait.knee * np.clip(swing, 0, None) ** 1.5
+    shoulder_flex = -gait.arm * legs
+    elbow = np.full((n, 2), gait.elbow) + 0.15 * gait.arm * (1 - legs)
     shoulder_abd = np.full((n, 2), rng.uniform(0.05, 0.2))
     hip_abd = np.full((n, 2), rng.uniform(0.0, 0.06))
-    lean = np.full(n, gait["lean"])
+    lean = np.full(n, gait.lean)
 
     def nz(scale: float, lo: float = 0.2, hi: float = 0.8) -> np.ndarray:
         return scale * np.stack([smooth_noise(rng, t, freq=(lo, hi)) for _ in range(2)], 1)
@@ -125,9 +163,17 @@ def gait_pose(rng: np.random.Generator, n: int, fps: float, yaw: np.ndarray, gai
             shoulder_flex[:, s] = 1.2 + 0.9 * smooth_noise(rng, t, freq=(0.3, 1.0))
             elbow[:, s] = np.clip(1.0 + 0.9 * smooth_noise(rng, t, freq=(0.3, 1.2)), 0.0, 2.3)
     nod = 0.1 * smooth_noise(rng, t) + rng.uniform(-0.1, 0.15)
-    return Pose(yaw=yaw, hip_flex=hip_flex, hip_abd=hip_abd, knee=np.clip(knee, 0.0, 2.4),
-                shoulder_flex=shoulder_flex, shoulder_abd=np.clip(shoulder_abd, 0.0, 2.8),
-                elbow=np.clip(elbow, 0.0, 2.4), lean=lean, nod=nod)
+    return Pose(
+        yaw=yaw,
+        hip_flex=hip_flex,
+        hip_abd=hip_abd,
+        knee=np.clip(knee, 0.0, 2.4),
+        shoulder_flex=shoulder_flex,
+        shoulder_abd=np.clip(shoulder_abd, 0.0, 2.8),
+        elbow=np.clip(elbow, 0.0, 2.4),
+        lean=lean,
+        nod=nod,
+    )
 
 
 def standing_yaw(rng: np.random.Generator, n: int, fps: float) -> np.ndarray:

@@ -30,12 +30,28 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        name="tiny", width=192, height=144, train_sequences=2, val_sequences=2,
-        train_frames=16, val_frames=16, train_labelled=12, val_every=4, person_height=(60.0, 115.0),
+        name="tiny",
+        width=192,
+        height=144,
+        train_sequences=2,
+        val_sequences=2,
+        train_frames=16,
+        val_frames=16,
+        train_labelled=12,
+        val_every=4,
+        person_height=(60.0, 115.0),
     ),
     "demo": Preset(
-        name="demo", width=320, height=240, train_sequences=90, val_sequences=18,
-        train_frames=40, val_frames=48, train_labelled=30, val_every=4, person_height=(95.0, 190.0),
+        name="demo",
+        width=320,
+        height=240,
+        train_sequences=90,
+        val_sequences=18,
+        train_frames=40,
+        val_frames=48,
+        train_labelled=30,
+        val_every=4,
+        person_height=(95.0, 190.0),
     ),
 }
 

@@ -25,7 +25,12 @@ ONE = 1 << SHIFT
 Colour = tuple[int, int, int]
 
 SKIN_TONES: tuple[Colour, ...] = (
-    (188, 208, 241), (160, 190, 228), (120, 160, 210), (90, 130, 180), (60, 90, 140), (45, 65, 100),
+    (188, 208, 241),
+    (160, 190, 228),
+    (120, 160, 210),
+    (90, 130, 180),
+    (60, 90, 140),
+    (45, 65, 100),
 )  # BGR
 HAIR: tuple[Colour, ...] = ((20, 20, 25), (30, 45, 70), (40, 80, 130), (150, 190, 210), (110, 110, 115))
 
@@ -56,17 +61,26 @@ def sample_appearance(rng: np.random.Generator, like: Appearance | None = None) 
     """Random clothes; ``like`` gives a look-alike (same outfit colours, slightly shifted)."""
     if like is not None:
         return Appearance(
-            skin=_jitter(rng, like.skin, 12), hair=_jitter(rng, like.hair, 10), shirt=_jitter(rng, like.shirt, 18),
-            pants=_jitter(rng, like.pants, 18), shoes=like.shoes, long_sleeves=like.long_sleeves,
-            shorts=bool(rng.random() < 0.2), stripes=like.stripes if rng.random() < 0.5 else 0,
+            skin=_jitter(rng, like.skin, 12),
+            hair=_jitter(rng, like.hair, 10),
+            shirt=_jitter(rng, like.shirt, 18),
+            pants=_jitter(rng, like.pants, 18),
+            shoes=like.shoes,
+            long_sleeves=like.long_sleeves,
+            shorts=bool(rng.random() < 0.2),
+            stripes=like.stripes if rng.random() < 0.5 else 0,
             stripe=_jitter(rng, like.stripe, 20),
         )
     return Appearance(
         skin=_jitter(rng, SKIN_TONES[rng.integers(len(SKIN_TONES))], 10),
         hair=_jitter(rng, HAIR[rng.integers(len(HAIR))], 8),
-        shirt=_random_colour(rng), pants=_random_colour(rng) if rng.random() < 0.6 else _jitter(rng, (90, 60, 40), 20),
-        shoes=_jitter(rng, (30, 30, 35), 25), long_sleeves=bool(rng.random() < 0.55), shorts=bool(rng.random() < 0.2),
-        stripes=int(rng.choice([0, 0, 2, 3, 4])), stripe=_random_colour(rng),
+        shirt=_random_colour(rng),
+        pants=_random_colour(rng) if rng.random() < 0.6 else _jitter(rng, (90, 60, 40), 20),
+        shoes=_jitter(rng, (30, 30, 35), 25),
+        long_sleeves=bool(rng.random() < 0.55),
+        shorts=bool(rng.random() < 0.2),
+        stripes=int(rng.choice([0, 0, 2, 3, 4])),
+        stripe=_random_colour(rng),
     )
 
 
@@ -99,19 +113,38 @@ class Canvas:
         cv2.circle(self.image, cf, rf, colour, -1, cv2.LINE_AA, SHIFT)
         cv2.circle(self.owner, cf, rf, owner, -1, cv2.LINE_8, SHIFT)
 
-    def ellipse(self, c: np.ndarray, axes: tuple[float, float], angle: float, colour: Colour, owner: int) -> None:
+    def ellipse(
+        self, c: np.ndarray, axes: tuple[float, float], angle: float, colour: Colour, owner: int
+    ) -> None:
         cf = tuple(int(v) for v in _fix(c))
         ax = (max(int(round(axes[0] * ONE)), 1), max(int(round(axes[1] * ONE)), 1))
         cv2.ellipse(self.image, cf, ax, angle, 0, 360, colour, -1, cv2.LINE_AA, SHIFT)
         cv2.ellipse(self.owner, cf, ax, angle, 0, 360, owner, -1, cv2.LINE_8, SHIFT)
 
     def line(self, a: np.ndarray, b: np.ndarray, colour: Colour, width: int) -> None:
-        cv2.line(self.image, tuple(int(v) for v in _fix(a)), tuple(int(v) for v in _fix(b)), colour,
-                 max(1, width), cv2.LINE_AA, SHIFT)
+        cv2.line(
+            self.image,
+            tuple(int(v) for v in _fix(a)),
+            tuple(int(v) for v in _fix(b)),
+            colour,
+            max(1, width),
+            cv2.LINE_AA,
+            SHIFT,
+        )
 
 
-def limb(canvas: Canvas, a: np.ndarray, b: np.ndarray, wa: float, wb: float, colour: Colour, owner: int,
-         *, stripes: int = 0, stripe: Colour = (0, 0, 0)) -> None:
+def limb(
+    canvas: Canvas,
+    a: np.ndarray,
+    b: np.ndarray,
+    wa: float,
+    wb: float,
+    colour: Colour,
+    owner: int,
+    *,
+    stripes: int = 0,
+    stripe: Colour = (0, 0, 0),
+) -> None:
     """A tapered limb from ``a`` (width ``wa``) to ``b`` (width ``wb``), pixels."""
     d = b - a
     n = np.hypot(*d)
@@ -120,7 +153,10 @@ def limb(canvas: Canvas, a: np.ndarray, b: np.ndarray, wa: float, wb: float, col
     canvas.disc(b, wb / 2, colour, owner)
     quad = np.array([a + normal * wa / 2, b + normal * wb / 2, b - normal * wb / 2, a - normal * wa / 2])
     canvas.poly(quad, colour, owner)
-    hi = np.array([a + normal * wa / 7, b + normal * wb / 7, b - normal * wb / 9, a - normal * wa / 9]) + normal * wa / 8
+    hi = (
+        np.array([a + normal * wa / 7, b + normal * wb / 7, b - normal * wb / 9, a - normal * wa / 9])
+        + normal * wa / 8
+    )
     cv2.fillPoly(canvas.image, [_fix(hi).reshape(-1, 1, 2)], _shade(colour, 1.18), cv2.LINE_AA, SHIFT)
     for k in range(stripes):
         s = (k + 1) / (stripes + 1)
@@ -128,94 +164,182 @@ def limb(canvas: Canvas, a: np.ndarray, b: np.ndarray, wa: float, wb: float, col
         canvas.line(p + normal * w / 2, p - normal * w / 2, stripe, max(1, int(w / 6)))
 
 
-def draw_person(canvas: Canvas, world: dict[str, np.ndarray], t: int, body: Body, look: Appearance, owner: int,
-                to_frame: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
-    """Draw frame ``t`` of a person whose world landmarks come from ``forward_kinematics``.
+ToFrame = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""Maps world points (N, 3) to frame pixels (N, 2) and depths (N,)."""
 
-    ``to_frame`` maps world points (N, 3) to frame pixels (N, 2) and depths (N,).
-    """
-    kp3 = world["keypoints"][t]
-    f, l, hu = world["forward"][t], world["left"][t], world["head_up"][t]  # noqa: E741
-    S = body.scale
-    kp, kz = to_frame(kp3)
-    px_per_unit = _pixels_per_unit(to_frame, world["pelvis"][t])
+
+@dataclass(frozen=True)
+class View:
+    """One person at one frame, seen through the camera: what every part-drawing function needs."""
+
+    kp: np.ndarray  # (17, 2) frame pixels
+    kz: np.ndarray  # (17,) depths
+    kp3: np.ndarray  # (17, 3) world
+    forward: np.ndarray  # (3,) body axes
+    left: np.ndarray
+    head_up: np.ndarray
+    head_centre: np.ndarray  # (3,) world
+    unit: float  # pixels per world unit (the person's own height = body.scale units)
+
+
+def draw_person(
+    canvas: Canvas,
+    world: dict[str, np.ndarray],
+    t: int,
+    body: Body,
+    look: Appearance,
+    owner: int,
+    to_frame: ToFrame,
+) -> None:
+    """Draw frame ``t`` of a person whose world landmarks come from ``forward_kinematics``:
+    every part is queued with its depth, then drawn far to near."""
+    kp, kz = to_frame(world["keypoints"][t])
+    view = View(
+        kp,
+        kz,
+        world["keypoints"][t],
+        world["forward"][t],
+        world["left"][t],
+        world["head_up"][t],
+        world["head_centre"][t],
+        _pixels_per_unit(to_frame, world["pelvis"][t]) * body.scale,
+    )
+    parts = _limb_parts(canvas, view, world, t, body, look, owner, to_frame)
+    parts.append(_torso_part(canvas, view, body, look, owner, to_frame))
+    parts += _head_parts(canvas, view, body, look, owner, to_frame)
+    for _, draw in sorted(parts, key=lambda p: -p[0]):
+        draw()
+
+
+Part = tuple[float, Callable[[], None]]  # (depth, draw)
+
+
+def _limb_parts(
+    canvas: Canvas,
+    v: View,
+    world: dict[str, np.ndarray],
+    t: int,
+    body: Body,
+    look: Appearance,
+    owner: int,
+    to_frame: ToFrame,
+) -> list[Part]:
     ix = NAME_TO_INDEX
-    parts: list[tuple[float, Callable[[], None]]] = []
+    parts: list[Part] = []
 
-    def add(depth: float, fn: Callable[[], None]) -> None:
-        parts.append((depth, fn))
+    def queue(
+        a: np.ndarray, b: np.ndarray, depth: float, wa: float, wb: float, colour: Colour, stripes: int = 0
+    ) -> None:
+        def draw() -> None:
+            limb(canvas, a, b, wa, wb, colour, owner, stripes=stripes, stripe=look.stripe)
 
+        parts.append((depth, draw))
+
+    lw = [w * v.unit for w in body.leg_width]
+    aw = [w * v.unit for w in body.arm_width]
     for s, side in enumerate(("left", "right")):
-        hip, knee, ankle = (ix[f"{side}_{j}"] for j in ("hip", "knee", "ankle"))
-        sh, el, wr = (ix[f"{side}_{j}"] for j in ("shoulder", "elbow", "wrist"))
-        toe, tz = to_frame(world["toe"][t, s][None])
-        hand, hz = to_frame(world["hand"][t, s][None])
-        lw, aw = [w * S * px_per_unit for w in body.leg_width], [w * S * px_per_unit for w in body.arm_width]
-        shin_col = look.skin if look.shorts else look.pants
-        fore_col = look.shirt if look.long_sleeves else look.skin
-        st, sc = look.stripes, look.stripe
-        add(kz[[hip, knee]].mean(), lambda hip=hip, knee=knee, lw=lw: limb(canvas, kp[hip], kp[knee], lw[0], lw[1] * 1.05, look.pants, owner))
-        add(kz[[knee, ankle]].mean(), lambda knee=knee, ankle=ankle, lw=lw, c=shin_col: limb(canvas, kp[knee], kp[ankle], lw[1], lw[1] * 0.75, c, owner))
-        add((kz[ankle] + tz[0]) / 2 - 1e-3, lambda ankle=ankle, toe=toe, lw=lw: limb(canvas, kp[ankle], toe[0], lw[1] * 0.8, lw[1] * 0.6, look.shoes, owner))
-        add(kz[[sh, el]].mean(), lambda sh=sh, el=el, aw=aw: limb(canvas, kp[sh], kp[el], aw[0], aw[1] * 1.1, look.shirt, owner, stripes=st, stripe=sc))
-        add(kz[[el, wr]].mean() - 1e-3, lambda el=el, wr=wr, aw=aw, c=fore_col: limb(canvas, kp[el], kp[wr], aw[1], aw[1] * 0.8, c, owner, stripes=st if look.long_sleeves else 0, stripe=sc))
-        add((kz[wr] + hz[0]) / 2 - 2e-3, lambda wr=wr, hand=hand, aw=aw: limb(canvas, kp[wr], hand[0], aw[1] * 0.85, aw[1] * 0.7, look.skin, owner))
+        hip, knee, ankle, sh, el, wr = (
+            ix[f"{side}_{j}"] for j in ("hip", "knee", "ankle", "shoulder", "elbow", "wrist")
+        )
+        (toe,), (toe_z,) = to_frame(world["toe"][t, s][None])
+        (hand,), (hand_z,) = to_frame(world["hand"][t, s][None])
+        kp, kz = v.kp, v.kz
+        queue(kp[hip], kp[knee], kz[[hip, knee]].mean(), lw[0], lw[1] * 1.05, look.pants)
+        queue(
+            kp[knee],
+            kp[ankle],
+            kz[[knee, ankle]].mean(),
+            lw[1],
+            lw[1] * 0.75,
+            look.skin if look.shorts else look.pants,
+        )
+        queue(kp[ankle], toe, (kz[ankle] + toe_z) / 2 - 1e-3, lw[1] * 0.8, lw[1] * 0.6, look.shoes)
+        queue(kp[sh], kp[el], kz[[sh, el]].mean(), aw[0], aw[1] * 1.1, look.shirt, look.stripes)
+        queue(
+            kp[el],
+            kp[wr],
+            kz[[el, wr]].mean() - 1e-3,
+            aw[1],
+            aw[1] * 0.8,
+            look.shirt if look.long_sleeves else look.skin,
+            look.stripes if look.long_sleeves else 0,
+        )
+        queue(kp[wr], hand, (kz[wr] + hand_z) / 2 - 2e-3, aw[1] * 0.85, aw[1] * 0.7, look.skin)
+    return parts
 
-    # torso: hull of the shoulder and hip girdles thickened front/back
+
+def _torso_part(canvas: Canvas, v: View, body: Body, look: Appearance, owner: int, to_frame: ToFrame) -> Part:
+    """The torso: hull of the shoulder and hip girdles thickened front and back, shaded, striped."""
+    ix = NAME_TO_INDEX
     girdle = []
-    for name, sign, widen in (("left_shoulder", 1, 0.02), ("right_shoulder", -1, 0.02),
-                              ("left_hip", 1, 0.03), ("right_hip", -1, 0.03)):
+    for name, sign, widen in (
+        ("left_shoulder", 1, 0.02),
+        ("right_shoulder", -1, 0.02),
+        ("left_hip", 1, 0.03),
+        ("right_hip", -1, 0.03),
+    ):
         for fd in (-0.5, 0.5):
-            girdle.append(kp3[ix[name]] + S * (widen * sign * l + fd * body.torso_depth * f))
-    girdle_px, gz = to_frame(np.array(girdle))
+            girdle.append(
+                v.kp3[ix[name]] + body.scale * (widen * sign * v.left + fd * body.torso_depth * v.forward)
+            )
+    girdle_px, girdle_z = to_frame(np.array(girdle))
     hull = cv2.convexHull(girdle_px.astype(np.float32)).reshape(-1, 2).astype(np.float64)
-    torso_depth = float(gz.mean())
+    ls, rs, lh, rh = (v.kp[ix[n]] for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip"))
 
-    def torso() -> None:
+    def draw() -> None:
         canvas.poly(hull, look.shirt, owner)
-        top = (kp[ix["left_shoulder"]] + kp[ix["right_shoulder"]]) / 2
-        bottom = (kp[ix["left_hip"]] + kp[ix["right_hip"]]) / 2
-        centre = (top + bottom) / 2
-        w = np.linalg.norm(kp[ix["left_shoulder"]] - kp[ix["right_shoulder"]])
+        top, bottom = (ls + rs) / 2, (lh + rh) / 2
         d = bottom - top
         nrm = np.array([-d[1], d[0]]) / max(np.hypot(*d), 1e-6)
-        band = 0.25 * max(w, 0.1 * S * px_per_unit)
-        hi = np.array([top + nrm * band, bottom + nrm * band, bottom - nrm * band * 0.3, top - nrm * band * 0.3])
-        cv2.fillPoly(canvas.image, [_fix(0.9 * hi + 0.1 * centre).reshape(-1, 1, 2)], _shade(look.shirt, 1.12), cv2.LINE_AA, SHIFT)
+        band = 0.25 * max(np.linalg.norm(ls - rs), 0.1 * v.unit)
+        hi = np.array(
+            [top + nrm * band, bottom + nrm * band, bottom - nrm * band * 0.3, top - nrm * band * 0.3]
+        )
+        hi = 0.9 * hi + 0.1 * (top + bottom) / 2
+        cv2.fillPoly(canvas.image, [_fix(hi).reshape(-1, 1, 2)], _shade(look.shirt, 1.12), cv2.LINE_AA, SHIFT)
         for k in range(look.stripes):
             s = (k + 1) / (look.stripes + 1)
-            a = kp[ix["left_shoulder"]] + s * (kp[ix["left_hip"]] - kp[ix["left_shoulder"]])
-            b = kp[ix["right_shoulder"]] + s * (kp[ix["right_hip"]] - kp[ix["right_shoulder"]])
-            canvas.line(a, b, look.stripe, max(1, int(0.025 * S * px_per_unit)))
-        belt = (kp[ix["left_hip"]], kp[ix["right_hip"]])
-        canvas.line(belt[0], belt[1], _shade(look.pants, 0.7), max(1, int(0.03 * S * px_per_unit)))
+            canvas.line(ls + s * (lh - ls), rs + s * (rh - rs), look.stripe, max(1, int(0.025 * v.unit)))
+        canvas.line(lh, rh, _shade(look.pants, 0.7), max(1, int(0.03 * v.unit)))  # belt
 
-    add(torso_depth, torso)
-    # neck and head
-    head_c3 = world["head_centre"][t]
-    neck_w = 0.055 * S * px_per_unit
-    add(kz[ix["head_bottom"]] + 1e-4, lambda: limb(canvas, kp[ix["head_bottom"]], to_frame(head_c3[None])[0][0], neck_w, neck_w, look.skin, owner))
-    face_c, fz = to_frame(np.array([head_c3 + 0.012 * S * f, head_c3 - 0.018 * S * f + 0.012 * S * hu]))
-    top2d = kp[ix["head_top"]]
-    up = top2d - to_frame(head_c3[None])[0][0]
+    return float(girdle_z.mean()), draw
+
+
+def _head_parts(
+    canvas: Canvas, v: View, body: Body, look: Appearance, owner: int, to_frame: ToFrame
+) -> list[Part]:
+    """Neck, and a head of two ellipses (face forward, hair back and up) ordered by depth, so the
+    face shows from the front, hair from behind and both in profile; eyes and nose from the front."""
+    ix = NAME_TO_INDEX
+    S, f, hu = body.scale, v.forward, v.head_up
+    (centre,), (centre_z,) = to_frame(v.head_centre[None])
+    neck_w = 0.055 * v.unit
+
+    def neck() -> None:
+        limb(canvas, v.kp[ix["head_bottom"]], centre, neck_w, neck_w, look.skin, owner)
+
+    blobs, blob_z = to_frame(
+        np.array([v.head_centre + 0.012 * S * f, v.head_centre - 0.018 * S * f + 0.012 * S * hu])
+    )
+    up = v.kp[ix["head_top"]] - centre
     angle = float(np.degrees(np.arctan2(up[0], -up[1])))
-    rx, ry = HEAD_RX * S * px_per_unit, HEAD_RY * S * px_per_unit
+    rx, ry = HEAD_RX * v.unit, HEAD_RY * v.unit
 
     def head() -> None:
-        pieces = [(fz[0], face_c[0], look.skin, 1.0), (fz[1], face_c[1], look.hair, 0.97)]
+        pieces = [(blob_z[0], blobs[0], look.skin, 1.0), (blob_z[1], blobs[1], look.hair, 0.97)]
         for _, c, col, k in sorted(pieces, key=lambda p: -p[0]):
             canvas.ellipse(c, (rx * k, ry * k), angle, col, owner)
-        if f[2] < -0.25:  # facing the camera: eyes and nose
-            eyes, ez = to_frame(np.array([head_c3 + S * (0.05 * f + s * 0.024 * l + 0.012 * hu) for s in (1, -1)]))
+        if f[2] < -0.25:  # facing the camera
+            eyes, _ = to_frame(
+                np.array([v.head_centre + S * (0.05 * f + s * 0.024 * v.left + 0.012 * hu) for s in (1, -1)])
+            )
             for e in eyes:
-                canvas.disc(e, max(0.6, 0.008 * S * px_per_unit), (30, 30, 30), owner)
-            canvas.disc(kp[ix["nose"]], max(0.6, 0.01 * S * px_per_unit), _shade(look.skin, 0.8), owner)
+                canvas.disc(e, max(0.6, 0.008 * v.unit), (30, 30, 30), owner)
+            canvas.disc(v.kp[ix["nose"]], max(0.6, 0.01 * v.unit), _shade(look.skin, 0.8), owner)
 
-    add(float(to_frame(head_c3[None])[1][0]) - 0.05 * S, head)
-    for _, fn in sorted(parts, key=lambda p: -p[0]):
-        fn()
+    return [(float(v.kz[ix["head_bottom"]]) + 1e-4, neck), (float(centre_z) - 0.05 * S, head)]
 
 
-def _pixels_per_unit(to_frame: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], at: np.ndarray) -> float:
+def _pixels_per_unit(to_frame: ToFrame, at: np.ndarray) -> float:
     pts, _ = to_frame(np.array([at, at + np.array([0.0, 1.0, 0.0])]))
     return float(np.linalg.norm(pts[1] - pts[0]))

@@ -26,7 +26,11 @@ def background(rng: np.random.Generator, width: int, height: int, horizon: float
     wall, ground = np.array(_random_colour(rng), np.float32), np.array(_random_colour(rng), np.float32)
     ground = 0.5 * ground + 0.5 * np.array([90, 100, 105], np.float32)
     rows = np.arange(height, dtype=np.float32)[:, None, None]
-    img[:] = np.where(rows < horizon, wall * (0.8 + 0.3 * rows / max(horizon, 1)), ground * (0.75 + 0.4 * (rows - horizon) / height))
+    img[:] = np.where(
+        rows < horizon,
+        wall * (0.8 + 0.3 * rows / max(horizon, 1)),
+        ground * (0.75 + 0.4 * (rows - horizon) / height),
+    )
     # low-frequency colour noise
     for cells, amp, colour in ((4, 30, 0.3), (12, 16, 0.2), (40, 10, 0.1)):
         noise = rng.normal(0, 1, (cells, max(2, cells * width // height), 3)).astype(np.float32)
@@ -47,7 +51,14 @@ def background(rng: np.random.Generator, width: int, height: int, horizon: float
     # ground texture: receding stripes / paving lines
     for _ in range(int(rng.integers(3, 9))):
         y = int(rng.uniform(horizon, height))
-        cv2.line(img, (0, y), (width, y + int(rng.integers(-10, 10))), tuple(int(v) for v in rng.integers(40, 200, 3)), 1, cv2.LINE_AA)
+        cv2.line(
+            img,
+            (0, y),
+            (width, y + int(rng.integers(-10, 10))),
+            tuple(int(v) for v in rng.integers(40, 200, 3)),
+            1,
+            cv2.LINE_AA,
+        )
     _distractors(rng, img, horizon)
     return cv2.GaussianBlur(img, (3, 3), 0.7)
 
@@ -72,12 +83,23 @@ def _distractors(rng: np.random.Generator, img: np.ndarray, horizon: float) -> N
     for _ in range(int(rng.integers(2, 7))):
         c = rng.uniform([0, 0], [w, h])
         r = rng.uniform(4, 12) * scale
-        canvas.ellipse(c, (r, r * rng.uniform(1.0, 1.4)), float(rng.uniform(0, 180)),
-                       SKIN_TONES[rng.integers(len(SKIN_TONES))], -1)
+        canvas.ellipse(
+            c,
+            (r, r * rng.uniform(1.0, 1.4)),
+            float(rng.uniform(0, 180)),
+            SKIN_TONES[rng.integers(len(SKIN_TONES))],
+            -1,
+        )
     for _ in range(int(rng.integers(0, 4))):  # stripes (railings, poles)
         x = rng.uniform(0, w)
-        cv2.line(img, (int(x), 0), (int(x + rng.uniform(-30, 30)), h), _random_colour(rng),
-                 int(rng.integers(2, 8)), cv2.LINE_AA)
+        cv2.line(
+            img,
+            (int(x), 0),
+            (int(x + rng.uniform(-30, 30)), h),
+            _random_colour(rng),
+            int(rng.integers(2, 8)),
+            cv2.LINE_AA,
+        )
 
 
 @dataclass(frozen=True)
@@ -98,8 +120,15 @@ class CameraPath:
         return self.zoom[t] * (pts - self.centre[t]) + np.array(self.frame_size, dtype=np.float64) / 2
 
 
-def camera_path(rng: np.random.Generator, n: int, fps: float, frame: tuple[int, int], canvas: tuple[int, int],
-                *, moving: bool) -> CameraPath:
+def camera_path(
+    rng: np.random.Generator,
+    n: int,
+    fps: float,
+    frame: tuple[int, int],
+    canvas: tuple[int, int],
+    *,
+    moving: bool,
+) -> CameraPath:
     t = np.arange(n) / fps
     cw, ch = canvas
     if not moving:
@@ -127,8 +156,9 @@ class Occluder:
         return self.shape + t * self.velocity
 
 
-def sample_occluders(rng: np.random.Generator, count: int, n: int, canvas: tuple[int, int],
-                     frame: tuple[int, int]) -> list[Occluder]:
+def sample_occluders(
+    rng: np.random.Generator, count: int, n: int, canvas: tuple[int, int], frame: tuple[int, int]
+) -> list[Occluder]:
     cw, ch = canvas
     out = []
     for _ in range(count):

@@ -122,19 +122,30 @@ def build_scene(spec: SequenceSpec, rng: np.random.Generator) -> Scene:
 def _crossing_walk(rng: np.random.Generator, i: int, n: int, fps: float, bounds: motion.Bounds, scale: float):
     """Two walkers at different depths cross each other around the middle of the sequence."""
     gait = motion.sample_gait(rng, "walk")
-    speed = gait["speed"] * scale
-    z = bounds.z_near + (bounds.z_far - bounds.z_near) * (rng.uniform(0.05, 0.4) if i == 0 else rng.uniform(0.55, 0.95))
+    speed = gait.speed * scale
+    z = bounds.z_near + (bounds.z_far - bounds.z_near) * (
+        rng.uniform(0.05, 0.4) if i == 0 else rng.uniform(0.55, 0.95)
+    )
     direction = 1.0 if i == 0 else -1.0
     meet = rng.uniform(-0.3, 0.3) * bounds.half_width_per_depth * z
     x0 = meet - direction * speed * (n / 2) / fps
     yaw0 = direction * np.pi / 2 + rng.uniform(-0.25, 0.25)
-    ground, yaw = motion.walk_path(rng, n, fps, start=(x0, z), yaw0=yaw0, speed=speed, bounds=bounds,
-                                   waypoint=(meet + direction * 10.0, z + rng.uniform(-0.5, 0.5)))
+    ground, yaw = motion.walk_path(
+        rng,
+        n,
+        fps,
+        start=(x0, z),
+        yaw0=yaw0,
+        speed=speed,
+        bounds=bounds,
+        waypoint=(meet + direction * 10.0, z + rng.uniform(-0.5, 0.5)),
+    )
     return ground, yaw, gait, "walk"
 
 
-def _free_motion(rng: np.random.Generator, n: int, fps: float, bounds: motion.Bounds, scale: float,
-                 taken: list[np.ndarray]):
+def _free_motion(
+    rng: np.random.Generator, n: int, fps: float, bounds: motion.Bounds, scale: float, taken: list[np.ndarray]
+):
     """A walker, jogger or stander starting clear of the people in ``taken`` (their start points):
     people do not stand inside each other, they come to overlap by moving."""
     style = str(rng.choice(["walk", "jog", "stand"], p=[0.5, 0.15, 0.35]))
@@ -142,7 +153,11 @@ def _free_motion(rng: np.random.Generator, n: int, fps: float, bounds: motion.Bo
     for _ in range(20):
         z = rng.uniform(bounds.z_near, bounds.z_far)
         lim = bounds.half_width_per_depth * z
-        x = rng.uniform(-0.8, 0.8) * lim if rng.random() > 0.15 else rng.choice([-1, 1]) * rng.uniform(0.9, 1.2) * lim
+        x = (
+            rng.uniform(-0.8, 0.8) * lim
+            if rng.random() > 0.15
+            else rng.choice([-1, 1]) * rng.uniform(0.9, 1.2) * lim
+        )
         if all(abs(x - q[0]) > 0.4 or abs(z - q[2]) > 1.0 for q in taken):
             break
     if style == "stand":
@@ -150,8 +165,9 @@ def _free_motion(rng: np.random.Generator, n: int, fps: float, bounds: motion.Bo
         return ground, motion.standing_yaw(rng, n, fps), gait, style
     wx, wz = bounds.clamp_target(rng.uniform(-lim, lim), rng.uniform(bounds.z_near, bounds.z_far))
     yaw0 = np.arctan2(wx - x, -(wz - z)) + rng.uniform(-0.5, 0.5)
-    ground, yaw = motion.walk_path(rng, n, fps, start=(x, z), yaw0=yaw0, speed=gait["speed"] * scale,
-                                   bounds=bounds, waypoint=(wx, wz))
+    ground, yaw = motion.walk_path(
+        rng, n, fps, start=(x, z), yaw0=yaw0, speed=gait.speed * scale, bounds=bounds, waypoint=(wx, wz)
+    )
     return ground, yaw, gait, style
 
 
@@ -163,7 +179,9 @@ def _crowd(rng: np.random.Generator, n: int, fps: float, bounds: motion.Bounds, 
     for _ in range(int(rng.integers(2, 6))):
         body = sample_body(rng, float(rng.uniform(0.9, 1.05)))
         ground = np.tile([x_c + rng.uniform(-0.8, 0.8), 0.0, z + rng.uniform(-0.5, 0.5)], (n, 1))
-        pose = motion.gait_pose(rng, n, fps, motion.standing_yaw(rng, n, fps), motion.sample_gait(rng, "stand"), "stand")
+        pose = motion.gait_pose(
+            rng, n, fps, motion.standing_yaw(rng, n, fps), motion.sample_gait(rng, "stand"), "stand"
+        )
         out.append(Figure(body, render.sample_appearance(rng), forward_kinematics(body, pose, ground)))
     return out
 
@@ -185,7 +203,9 @@ def render_frame(sc: Scene, t: int, noise_rng: np.random.Generator) -> tuple[np.
         xy, z = sc.camera.project(points)
         return sc.path.apply(t, xy), z
 
-    image = cv2.warpAffine(sc.canvas, sc.path.affine(t), (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    image = cv2.warpAffine(
+        sc.canvas, sc.path.affine(t), (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
     canvas = render.Canvas(image)
     for i, fig in sorted(enumerate(sc.crowd), key=lambda f: -f[1].world["pelvis"][t, 2]):
         render.draw_person(canvas, fig.world, t, fig.body, fig.look, CROWD_OWNER + i, to_frame)
@@ -227,8 +247,14 @@ def _head_box(fig: Figure, t: int, kp2: np.ndarray, to_frame) -> np.ndarray:
     centre, _ = to_frame(fig.world["head_centre"][t][None])
     ppu = np.linalg.norm(to_frame(fig.world["head_centre"][t][None] + [[0, S, 0]])[0][0] - centre[0])
     half = 1.35 * HEAD_RX * ppu
-    pts = np.array([kp2[NAME_TO_INDEX["head_top"]], kp2[NAME_TO_INDEX["head_bottom"]],
-                    centre[0] - [half, 0], centre[0] + [half, 0]])
+    pts = np.array(
+        [
+            kp2[NAME_TO_INDEX["head_top"]],
+            kp2[NAME_TO_INDEX["head_bottom"]],
+            centre[0] - [half, 0],
+            centre[0] + [half, 0],
+        ]
+    )
     lo, hi = pts.min(0), pts.max(0)
     lo[1] -= 0.015 * ppu
     return np.array([lo[0], lo[1], hi[0], hi[1]])
@@ -253,9 +279,20 @@ def frame_annotations(sc: Scene, t: int, truth: FrameTruth) -> tuple[list[dict],
             continue
         by = sorted({int(o) for o in own[hidden] if 0 <= o < len(sc.people)})
         degraded = sc.schedule.degraded(t, i) or hidden.sum() >= annotate.OCCLUDED_FRACTION * n_in
-        anns.append(annotate.person_annotation(
-            points=pts, labelled=lab, head_box=tuple(truth.head_boxes[i]), image=iid, track_id=i,
-            width=W, height=H, degraded=degraded, occluded_joints=int(hidden.sum()), occluded_by=by))
+        anns.append(
+            annotate.person_annotation(
+                points=pts,
+                labelled=lab,
+                head_box=tuple(truth.head_boxes[i]),
+                image=iid,
+                track_id=i,
+                width=W,
+                height=H,
+                degraded=degraded,
+                occluded_joints=int(hidden.sum()),
+                occluded_by=by,
+            )
+        )
     ignore: list[np.ndarray] = []
     if truth.crowd_box is not None:
         keep_out = [(a["bbox"][0] - 2, a["bbox"][0] + a["bbox"][2] + 2) for a in anns]
@@ -277,7 +314,17 @@ def generate_sequence(spec: SequenceSpec) -> tuple[list[np.ndarray], dict]:
         if sc.labelled[t]:
             frame_anns, ignore = frame_annotations(sc, t, truth)
             anns += frame_anns
-        images.append(annotate.image_entry(vid=spec.vid, split=spec.split, seq=spec.name, frame=t,
-                                           nframes=spec.nframes, labelled=bool(sc.labelled[t]),
-                                           width=p.width, height=p.height, ignore=ignore))
+        images.append(
+            annotate.image_entry(
+                vid=spec.vid,
+                split=spec.split,
+                seq=spec.name,
+                frame=t,
+                nframes=spec.nframes,
+                labelled=bool(sc.labelled[t]),
+                width=p.width,
+                height=p.height,
+                ignore=ignore,
+            )
+        )
     return frames, {"images": images, "annotations": anns, "categories": annotate.categories()}

@@ -53,12 +53,18 @@ class Body:
 
 
 def sample_body(rng: np.random.Generator, scale: float) -> Body:
-    j = lambda v, s=0.08: float(v * (1.0 + rng.uniform(-s, s)))  # noqa: E731
+    j = lambda v, s=0.08: float(v * (1.0 + rng.uniform(-s, s)))
     heavy = rng.uniform(0.85, 1.3)
     return Body(
-        scale=scale, shoulder_half=j(0.12), hip_half=j(0.085), thigh=j(0.24, 0.04), shin=j(0.235, 0.04),
-        upper_arm=j(0.165, 0.05), forearm=j(0.15, 0.05),
-        arm_width=(0.055 * heavy, 0.042 * heavy), leg_width=(0.085 * heavy, 0.055 * heavy),
+        scale=scale,
+        shoulder_half=j(0.12),
+        hip_half=j(0.085),
+        thigh=j(0.24, 0.04),
+        shin=j(0.235, 0.04),
+        upper_arm=j(0.165, 0.05),
+        forearm=j(0.15, 0.05),
+        arm_width=(0.055 * heavy, 0.042 * heavy),
+        leg_width=(0.085 * heavy, 0.055 * heavy),
         torso_depth=0.12 * heavy,
     )
 
@@ -82,7 +88,7 @@ def body_axes(yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """forward, left, up unit vectors, each (T, 3)."""
     zero = np.zeros_like(yaw)
     f = np.stack([np.sin(yaw), zero, -np.cos(yaw)], -1)
-    l = np.stack([np.cos(yaw), zero, np.sin(yaw)], -1)  # noqa: E741
+    l = np.stack([np.cos(yaw), zero, np.sin(yaw)], -1)
     u = np.stack([zero, zero + 1.0, zero], -1)
     return f, l, u
 
@@ -103,7 +109,7 @@ def forward_kinematics(body: Body, pose: Pose, ground: np.ndarray) -> dict[str, 
     ``keypoints`` (T, 17, 3) in COCO/PoseTrack18 order, and (T, 3) or (T, 2, 3) arrays for
     ``head_centre``, ``hand``, ``toe``, ``hip``, ``pelvis``, plus the axes ``forward``/``left``/``up``.
     """
-    f, l, u = body_axes(pose.yaw)  # noqa: E741
+    f, l, u = body_axes(pose.yaw)
     T = len(pose.yaw)
     side = np.array([1.0, -1.0])  # left, right
     # Legs relative to the pelvis, then lift the pelvis so the lower foot touches the ground.
@@ -145,21 +151,38 @@ def forward_kinematics(body: Body, pose: Pose, ground: np.ndarray) -> dict[str, 
         hands.append(wr + 0.055 * fd)
     kp = np.zeros((T, NUM_KEYPOINTS, 3))
     named = {
-        "nose": nose, "head_bottom": neck, "head_top": head_top,
-        "left_ear": head_c + HEAD_RX * l, "right_ear": head_c - HEAD_RX * l,
-        "left_shoulder": shoulders[0], "right_shoulder": shoulders[1],
-        "left_elbow": elbows[0], "right_elbow": elbows[1], "left_wrist": wrists[0], "right_wrist": wrists[1],
-        "left_hip": hip_rel[0] + pelvis, "right_hip": hip_rel[1] + pelvis,
-        "left_knee": knee_rel[0] + pelvis, "right_knee": knee_rel[1] + pelvis,
-        "left_ankle": ankle_rel[0] + pelvis, "right_ankle": ankle_rel[1] + pelvis,
+        "nose": nose,
+        "head_bottom": neck,
+        "head_top": head_top,
+        "left_ear": head_c + HEAD_RX * l,
+        "right_ear": head_c - HEAD_RX * l,
+        "left_shoulder": shoulders[0],
+        "right_shoulder": shoulders[1],
+        "left_elbow": elbows[0],
+        "right_elbow": elbows[1],
+        "left_wrist": wrists[0],
+        "right_wrist": wrists[1],
+        "left_hip": hip_rel[0] + pelvis,
+        "right_hip": hip_rel[1] + pelvis,
+        "left_knee": knee_rel[0] + pelvis,
+        "right_knee": knee_rel[1] + pelvis,
+        "left_ankle": ankle_rel[0] + pelvis,
+        "right_ankle": ankle_rel[1] + pelvis,
     }
     for name, p in named.items():
         kp[:, NAME_TO_INDEX[name]] = p
     ankles = kp[:, [NAME_TO_INDEX["left_ankle"], NAME_TO_INDEX["right_ankle"]]]
     toe = ankles + (0.075 * f - 0.02 * u)[:, None]
     out = {
-        "keypoints": kp, "head_centre": head_c, "hand": np.stack(hands, 1), "toe": toe,
-        "pelvis": pelvis, "forward": f, "left": l, "up": u, "head_up": hu,
+        "keypoints": kp,
+        "head_centre": head_c,
+        "hand": np.stack(hands, 1),
+        "toe": toe,
+        "pelvis": pelvis,
+        "forward": f,
+        "left": l,
+        "up": u,
+        "head_up": hu,
     }
     g = ground[:, None, :]
     S = body.scale

@@ -20,10 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from diffpose.errors import DataError
-from diffpose.io import atomic_path, write_json
 from diffpose.data.synthetic.presets import Preset, get_preset
 from diffpose.data.synthetic.sequence import SPLITS, SequenceSpec, generate_sequence
+from diffpose.errors import DataError
+from diffpose.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 FOURCC = "mp4v"
@@ -69,8 +69,10 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
         finally:
             cap.release()
         if count != len(frames) or size != (w, h):
-            raise DataError(f"{path}: written video announces {count} frames of {size}, expected "
-                            f"{len(frames)} of {(w, h)}")
+            raise DataError(
+                f"{path}: written video announces {count} frames of {size}, expected "
+                f"{len(frames)} of {(w, h)}"
+            )
 
 
 def write_sequence(spec: SequenceSpec, out: str | os.PathLike) -> SequenceStats:
@@ -84,10 +86,14 @@ def write_sequence(spec: SequenceSpec, out: str | os.PathLike) -> SequenceStats:
     write_json(annotation_path(out, spec.split, spec.name), gt)
     anns = gt["annotations"]
     return SequenceStats(
-        split=spec.split, name=spec.name, frames=len(frames),
+        split=spec.split,
+        name=spec.name,
+        frames=len(frames),
         labelled_frames=sum(bool(im["is_labeled"]) for im in gt["images"]),
-        instances=len(anns), degraded=sum(a["degraded"] for a in anns),
-        people=len({a["track_id"] for a in anns}), video_bytes=vpath.stat().st_size,
+        instances=len(anns),
+        degraded=sum(a["degraded"] for a in anns),
+        people=len({a["track_id"] for a in anns}),
+        video_bytes=vpath.stat().st_size,
         seconds=time.perf_counter() - start,
     )
 
@@ -99,7 +105,9 @@ def specs_for(preset: Preset, seed: int) -> list[SequenceSpec]:
 
 def remove_stale(out: Path, specs: list[SequenceSpec]) -> list[Path]:
     """Delete files under ``out/videos`` and ``out/annotations`` that this run did not write."""
-    keep = {video_path(out, s.split, s.name) for s in specs} | {annotation_path(out, s.split, s.name) for s in specs}
+    keep = {video_path(out, s.split, s.name) for s in specs} | {
+        annotation_path(out, s.split, s.name) for s in specs
+    }
     removed = []
     for sub in ("videos", "annotations"):
         root = out / sub
@@ -114,8 +122,14 @@ def remove_stale(out: Path, specs: list[SequenceSpec]) -> list[Path]:
     return removed
 
 
-def generate(out: str | os.PathLike, *, preset: str | Preset = "demo", seed: int = 0, workers: int = 0,
-             progress: bool = True) -> list[SequenceStats]:
+def generate(
+    out: str | os.PathLike,
+    *,
+    preset: str | Preset = "demo",
+    seed: int = 0,
+    workers: int = 0,
+    progress: bool = True,
+) -> list[SequenceStats]:
     """Write the whole benchmark under ``out``; one process per worker (0 = one per core)."""
     from tqdm import tqdm
 
