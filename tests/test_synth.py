@@ -317,3 +317,14 @@ def test_body_model_left_right_and_rigid_bones() -> None:
             assert np.ptp(length) < 1e-9
         ankles = kp3[:, [NAME_TO_INDEX["left_ankle"], NAME_TO_INDEX["right_ankle"]], 1]
         assert np.allclose(ankles.min(1), ankles.min())  # one foot always on the ground
+
+
+def test_frames_stage_writes_exactly_the_annotated_file_names(synth: Path, tmp_path: Path) -> None:
+    """``diffpose frames`` on the videos produces one JPEG per annotated image, at its file_name."""
+    from diffpose.data.frames import extract_all
+
+    results = extract_all(synth / "videos", tmp_path, workers=1, progress=False)
+    assert not [r.error for r in results if r.error]
+    written = {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "images").rglob("*.jpg")}
+    annotated = {im["file_name"] for _, _, gt in _sequences(synth) for im in gt["images"]}
+    assert written == annotated

@@ -133,6 +133,23 @@ class Canvas:
         )
 
 
+def draw_shadow(image: np.ndarray, centre: np.ndarray, rx: float, ry: float, strength: float = 0.4) -> None:
+    """Darken a soft ellipse on the ground (under a person's feet); in place, not an owner."""
+    h, w = image.shape[:2]
+    pad = int(rx + ry) + 2
+    x0, y0 = max(0, int(centre[0]) - pad), max(0, int(centre[1]) - pad)
+    x1, y1 = min(w, int(centre[0]) + pad), min(h, int(centre[1]) + pad)
+    if x1 - x0 < 2 or y1 - y0 < 2 or rx < 1:
+        return
+    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    c = _fix(centre - [x0, y0])
+    axes = (int(rx * ONE), max(int(ry * ONE), ONE))
+    cv2.ellipse(mask, (int(c[0]), int(c[1])), axes, 0, 0, 360, 1.0, -1, cv2.LINE_AA, SHIFT)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(ry / 2, 0.8))
+    roi = image[y0:y1, x0:x1].astype(np.float32)
+    image[y0:y1, x0:x1] = (roi * (1 - strength * mask[..., None])).astype(np.uint8)
+
+
 def limb(
     canvas: Canvas,
     a: np.ndarray,

@@ -194,8 +194,11 @@ class FrameTruth:
     crowd_box: tuple[float, float, float, float] | None
 
 
-def render_frame(sc: Scene, t: int, noise_rng: np.random.Generator) -> tuple[np.ndarray, FrameTruth]:
-    """Frame ``t`` as (H, W, 3) uint8 BGR and its ground truth."""
+def render_frame(
+    sc: Scene, t: int, noise_rng: np.random.Generator, lighting: tuple[float, float] = (1.0, 0.0)
+) -> tuple[np.ndarray, FrameTruth]:
+    """Frame ``t`` as (H, W, 3) uint8 BGR and its ground truth; ``lighting`` = (gain, offset) of the
+    final image (a per-sequence exposure)."""
     p = sc.spec.preset
     W, H = p.width, p.height
 
@@ -206,6 +209,12 @@ def render_frame(sc: Scene, t: int, noise_rng: np.random.Generator) -> tuple[np.
     image = cv2.warpAffine(
         sc.canvas, sc.path.affine(t), (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
     )
+    for fig in sc.crowd + sc.people:  # shadows first: they lie on the ground behind everyone
+        foot = fig.world["pelvis"][t] * [1.0, 0.0, 1.0]
+        (centre,), _ = to_frame(foot[None])
+        (up,), _ = to_frame((foot + [0.0, fig.body.scale, 0.0])[None])
+        rx = 0.2 * float(np.linalg.norm(up - centre))
+        render.draw_shadow(image, centre, rx, 0.22 * rx)
     canvas = render.Canvas(image)
     for i, fig in sorted(enumerate(sc.crowd), key=lambda f: -f[1].world["pelvis"][t, 2]):
         render.draw_person(canvas, fig.world, t, fig.body, fig.look, CROWD_OWNER + i, to_frame)
@@ -234,6 +243,8 @@ def render_frame(sc: Scene, t: int, noise_rng: np.random.Generator) -> tuple[np.
             lo, hi = kps[i].min(0), kps[i].max(0)
             degrade.blur_region(canvas.image, (lo[0], lo[1], hi[0], hi[1]), sched.person_param[t, i])
     image = degrade.blur(canvas.image, int(sched.frame_kind[t]), sched.frame_param[t])
+    if lighting != (1.0, 0.0):
+        image = cv2.convertScaleAbs(image, alpha=lighting[0], beta=lighting[1])
     image = degrade.add_noise(noise_rng, image, sched.noise_sigma)
     return image, FrameTruth(kps, heads, canvas.owner, crowd_box)
 
@@ -304,11 +315,12 @@ def generate_sequence(spec: SequenceSpec) -> tuple[list[np.ndarray], dict]:
     """All frames (each (H, W, 3) uint8 BGR) and the PoseTrack18 dict of one sequence."""
     rng = spec.rng()
     sc = build_scene(spec, rng)
-    noise_rng = np.random.default_rng(rng.integers(2**63))
+    noise_rng = np.random.default_rng(rng.integers(2**63))  # pixels only: GT never depends on it
+    lighting = (float(noise_rng.uniform(0.7, 1.25)), float(noise_rng.uniform(-25, 25)))
     p = spec.preset
     frames, images, anns = [], [], []
     for t in range(spec.nframes):
-        image, truth = render_frame(sc, t, noise_rng)
+        image, truth = render_frame(sc, t, noise_rng, lighting)
         frames.append(image)
         ignore: list[np.ndarray] = []
         if sc.labelled[t]:
