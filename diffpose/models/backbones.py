@@ -1,0 +1,186 @@
+"""Per-frame backbones, output stride 16: ``[N, 3, H, W] -> [N, C, H/16, W/16]``.
+
+* ``ViT``: the ViTPose layout (Xu et al., *ViTPose*, NeurIPS 2022): a 16x16 patch embedding with
+  padding 2, an absolute position embedding with a class-token slot that is *added* to every patch
+  (there is no class token), pre-LN blocks, a final LayerNorm. ``load_vitpose_weights`` reads a
+  local ViTPose/mmpose checkpoint (keys ``backbone.patch_embed.proj.weight``, ``backbone.pos_embed``,
+  ``backbone.blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``backbone.last_norm``)
+  and interpolates the position embedding when the token grid differs.
+* ``ConvBackbone``: a small stride-16 CNN for the CPU demo.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffpose.errors import DataError
+from diffpose.models.config import BACKBONE_STRIDE, VIT_SIZES, ModelConfig
+from diffpose.models.layers import ResidualBlock, TransformerBlock, conv_bn_relu
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, dim: int, patch: int = 16, padding: int = 2):
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class ViT(nn.Module):
+    """ViTPose-layout Vision Transformer. ``[N, 3, H, W] -> [N, dim, H/16, W/16]``."""
+
+    def __init__(self, input_size: tuple[int, int], *, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0,
+                 drop_path: float = 0.0):
+        super().__init__()
+        self.grid = (input_size[0] // BACKBONE_STRIDE, input_size[1] // BACKBONE_STRIDE)
+        self.out_channels = dim
+        self.patch_embed = PatchEmbed(dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1, dim))
+        rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, drop_path=r) for r in rates)
+        self.last_norm = nn.LayerNorm(dim, eps=1e-6)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(_init_vit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        n, c, h, w = x.shape
+        if (h, w) != self.grid:
+            raise ValueError(f"ViT built for a {self.grid} token grid got {(h, w)} (input {tuple(x.shape)})")
+        tokens = x.flatten(2).transpose(1, 2) + self.pos_embed[:, 1:] + self.pos_embed[:, :1]
+        for blk in self.blocks:
+            tokens = blk(tokens)
+        return self.last_norm(tokens).transpose(1, 2).reshape(n, c, h, w)
+
+
+def _init_vit(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class ConvBackbone(nn.Module):
+    """Four stride-2 stages (3x3 conv + BN + ReLU, then ``blocks`` residual blocks) -> stride 16."""
+
+    def __init__(self, widths: tuple[int, ...], blocks: int = 1):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for w in widths:
+            layers.append(conv_bn_relu(cin, w, stride=2))
+            layers.extend(ResidualBlock(w) for _ in range(blocks))
+            cin = w
+        self.body = nn.Sequential(*layers)
+        self.out_channels = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def build_backbone(cfg: ModelConfig) -> nn.Module:
+    if cfg.backbone == "vit":
+        dim, depth, heads = VIT_SIZES[cfg.vit_size]
+        vit = ViT(cfg.input_size, dim=dim, depth=depth, heads=heads, drop_path=cfg.vit_drop_path)
+        if cfg.vit_pretrained:
+            load_vitpose_weights(vit, cfg.vit_pretrained)
+        return vit
+    return ConvBackbone(cfg.conv_widths, cfg.conv_blocks)
+
+
+# -- ViTPose checkpoints ----------------------------------------------------------------------------
+
+def _unwrap(obj: object) -> Mapping[str, torch.Tensor]:
+    """The tensor mapping inside an mmpose/ViTPose/MAE checkpoint (``state_dict``/``model`` wrappers)."""
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"expected a mapping of tensors, got {type(obj).__name__}")
+    return obj
+
+
+def vitpose_backbone_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep the backbone entries of a ViTPose checkpoint, without the ``backbone.`` prefix.
+
+    A state dict without any ``backbone.`` key (a bare ViT / MAE checkpoint) is taken as is; the
+    keypoint head (``keypoint_head.*``) and a class token are dropped.
+    """
+    has_prefix = any(k.startswith("backbone.") for k in state)
+    out = {}
+    for key, value in state.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        if has_prefix:
+            if not key.startswith("backbone."):
+                continue
+            key = key[len("backbone."):]
+        if key == "cls_token" or key.startswith(("head.", "keypoint_head.", "fc_norm.")):
+            continue
+        out[key] = value
+    return out
+
+
+def interpolate_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Resize a ``[1, 1 + gh*gw, C]`` position embedding (class slot first) to ``grid`` (bicubic).
+
+    The source grid is the factorisation of the token count closest to the target aspect ratio
+    (ViTPose checkpoints are 16x12 for 256x192; MAE ones 14x14).
+    """
+    n = pos_embed.shape[1] - 1
+    if n == grid[0] * grid[1]:
+        return pos_embed
+    target = grid[0] / grid[1]
+    pairs = [(a, n // a) for a in range(1, n + 1) if n % a == 0]
+    gh, gw = min(pairs, key=lambda p: abs(math.log(p[0] / p[1]) - math.log(target)))
+    cls, patches = pos_embed[:, :1], pos_embed[:, 1:]
+    c = patches.shape[-1]
+    patches = patches.reshape(1, gh, gw, c).permute(0, 3, 1, 2).float()
+    patches = F.interpolate(patches, size=grid, mode="bicubic", align_corners=False)
+    patches = patches.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], c).to(pos_embed.dtype)
+    return torch.cat([cls, patches], dim=1)
+
+
+def load_vitpose_weights(vit: ViT, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> None:
+    """Load ViTPose-format weights (a local file or a state dict) into ``vit``; strict on the
+    backbone keys. Raises DataError naming the file and the first mismatching keys."""
+    name = str(source) if not isinstance(source, Mapping) else "<state dict>"
+    if isinstance(source, Mapping):
+        raw = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"{path}: pretrained ViT weights not found")
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+            raise DataError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    try:
+        state = vitpose_backbone_state(_unwrap(raw))
+    except TypeError as err:
+        raise DataError(f"{name}: not a ViTPose checkpoint ({err})") from None
+    if "pos_embed" in state:
+        state["pos_embed"] = interpolate_pos_embed(state["pos_embed"], vit.grid)
+    own = vit.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s) e.g. {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s) e.g. {unexpected[:3]}")
+        if shape:
+            k = shape[0]
+            parts.append(f"shape mismatch at {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+        raise DataError(f"{name}: ViTPose weights do not fit this ViT ({'; '.join(parts)})")
+    vit.load_state_dict(state, strict=True)

@@ -1,0 +1,210 @@
+"""``ModelConfig``: every architectural and diffusion hyperparameter of a pose model.
+
+Defaults follow ../shared/docs/paper-notes.md; where the paper is silent the value is a documented
+choice [I] and a parameter. ``PRESETS`` holds named configurations (``paper``: ViT-H/16 at 256x192,
+64x48 heatmaps, T=3; ``demo_*``: the CPU demo; ``tiny``: tests). ``resolve_model_config`` turns a
+``models.<name>`` entry of params.yaml (``preset`` + overrides) into a validated ModelConfig.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from diffpose.errors import ConfigError
+
+ARCHS = ("diffpose", "baseline")
+BACKBONES = ("vit", "conv")
+VIT_SIZES = {  # ViTPose layout: embed dim, depth, heads (patch 16, MLP ratio 4)
+    "S": (384, 12, 6),
+    "B": (768, 12, 12),
+    "L": (1024, 24, 16),
+    "H": (1280, 32, 16),
+}
+AGGREGATIONS = ("linear", "mlp", "mean", "key")
+ENSEMBLE_RULES = ("mean_heatmap", "median_heatmap", "mean_coords")
+TIMESTEP_SAMPLING = ("uniform", "power")
+BASELINE_TARGETS = ("diffusion", "unit")
+BACKBONE_STRIDE = 16  # the condition grid is input / 16 and heatmap / 4 (16x12 for 256x192 input)
+
+
+def _pair(value: Any, key: str) -> tuple[int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ConfigError(f"model config: {key} must be two positive integers (H, W), got {value!r}")
+    return (int(value[0]), int(value[1]))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture + diffusion settings. Tags: [P] paper, [A] author notes, [I] our choice."""
+
+    arch: str = "diffpose"
+    num_frames: int = 3                        # T, key frame at T // 2 [A, I]
+    num_joints: int = 17
+    input_size: tuple[int, int] = (256, 192)   # (H, W) [A]
+    heatmap_size: tuple[int, int] = (64, 48)   # (h, w) = input / 4 [A]
+    sigma: float = 2.0                         # Gaussian sigma in heatmap cells
+    # backbone (per frame, output stride 16)
+    backbone: str = "vit"                      # vit | conv
+    vit_size: str = "H"                        # S | B | L | H [A: 1280-wide tokens]
+    vit_pretrained: str = ""                   # local ViTPose-format checkpoint ('' = random init)
+    vit_drop_path: float = 0.0
+    conv_widths: tuple[int, ...] = (16, 32, 64, 96)  # conv backbone: one stride-2 stage per width
+    conv_blocks: int = 1                       # extra 3x3 residual blocks per conv stage
+    # STRL [P]
+    strl_dim: int = 384                        # [I]
+    strl_depth: int = 4                        # L [I]
+    strl_heads: int = 8                        # [I]
+    strl_mlp_ratio: float = 4.0
+    strl_aggregate: str = "linear"             # LayerNorm + Linear over the frame axis [A]
+    # pose decoder (LMSFI) [P]
+    decoder_dims: tuple[int, int, int] = (256, 128, 64)  # channels at x1, x2, x4 of the condition grid [I]
+    decoder_heads: int = 8
+    decoder_depth: int = 1                     # Transformer layers at the lowest scale
+    heatmap_dim: int = 32                      # channels of the heatmap branch [I]
+    time_dim: int = 128                        # timestep embedding width [I]
+    lmsfi: bool = True                         # False: plain concatenation (the paper's ablation)
+    heatmap_concat: bool = False               # also feed the refined heatmap features (not only the
+                                               # 1-channel mask) to the fusion blocks: a stronger x_t path [I]
+    # diffusion [I: DiffusionDet defaults]
+    timesteps: int = 1000
+    schedule: str = "cosine"
+    schedule_s: float = 0.008
+    signal_scale: float = 2.0
+    ddim_eta: float = 1.0
+    timestep_sampling: str = "uniform"         # uniform | power (t = T * u**timestep_power)
+    timestep_power: float = 1.0
+    ensemble_combine: str = "mean_heatmap"     # mean_heatmap | median_heatmap | mean_coords
+    # baseline (SimpleBaseline-style deconv head)
+    baseline_deconv: tuple[int, ...] = (256, 256)
+    baseline_target: str = "diffusion"         # diffusion: targets scaled like DiffPose's; unit: [0, 1]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_size", _pair(self.input_size, "input_size"))
+        object.__setattr__(self, "heatmap_size", _pair(self.heatmap_size, "heatmap_size"))
+        for key in ("conv_widths", "decoder_dims", "baseline_deconv"):
+            value = getattr(self, key)
+            if not isinstance(value, (list, tuple)) or not value or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+                raise ConfigError(f"model config: {key} must be a list of positive integers, got {value!r}")
+            object.__setattr__(self, key, tuple(int(v) for v in value))
+        self._check()
+
+    def _check(self) -> None:
+        def bad(key: str, expected: str) -> ConfigError:
+            return ConfigError(f"model config: {key}: expected {expected}, got {getattr(self, key)!r}")
+
+        choices = {"arch": ARCHS, "backbone": BACKBONES, "vit_size": tuple(VIT_SIZES),
+                   "strl_aggregate": AGGREGATIONS, "ensemble_combine": ENSEMBLE_RULES,
+                   "timestep_sampling": TIMESTEP_SAMPLING, "baseline_target": BASELINE_TARGETS,
+                   "schedule": ("cosine",)}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise bad(key, "one of " + ", ".join(allowed))
+        for key in ("num_frames", "num_joints", "strl_dim", "strl_depth", "strl_heads", "decoder_heads",
+                    "decoder_depth", "heatmap_dim", "time_dim", "timesteps"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "strl_depth" else 1):
+                raise bad(key, "a positive integer")
+        for key in ("sigma", "signal_scale", "strl_mlp_ratio", "schedule_s", "timestep_power"):
+            if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) <= 0:
+                raise bad(key, "a positive number")
+        if not 0.0 <= self.ddim_eta <= 1.0:
+            raise bad("ddim_eta", "a number in [0, 1]")
+        if len(self.decoder_dims) != 3:
+            raise bad("decoder_dims", "three channel counts (x1, x2, x4 scales)")
+        h, w = self.input_size
+        if h % BACKBONE_STRIDE or w % BACKBONE_STRIDE:
+            raise bad("input_size", f"(H, W) divisible by {BACKBONE_STRIDE}")
+        if (h // 4, w // 4) != self.heatmap_size:
+            raise bad("heatmap_size", f"input_size / 4 = {(h // 4, w // 4)}")
+        if self.backbone == "conv" and len(self.conv_widths) != 4:
+            raise bad("conv_widths", "four widths (stride 2, 4, 8, 16)")
+        if self.strl_dim % self.strl_heads:
+            raise bad("strl_dim", f"a multiple of strl_heads={self.strl_heads}")
+        if self.decoder_dims[0] % self.decoder_heads:
+            raise bad("decoder_dims", f"decoder_dims[0] a multiple of decoder_heads={self.decoder_heads}")
+
+    # -- derived ----------------------------------------------------------------------------------
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        """(h, w) of the condition grid: input / 16."""
+        return (self.input_size[0] // BACKBONE_STRIDE, self.input_size[1] // BACKBONE_STRIDE)
+
+    @property
+    def key_index(self) -> int:
+        return self.num_frames // 2
+
+    # -- (de)serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML types (tuples -> lists)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Build from a mapping; an unknown key raises ConfigError naming it."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"model config: expected a mapping, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"model config: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        try:
+            return cls(**d)
+        except TypeError as err:
+            raise ConfigError(f"model config: {err}") from None
+
+    @classmethod
+    def preset(cls, name: str) -> ModelConfig:
+        if name not in PRESETS:
+            raise ConfigError(f"model config: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+        return cls.from_dict(PRESETS[name])
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return ModelConfig.from_dict({**self.to_dict(), **changes})
+
+
+_DEMO = {
+    "num_frames": 3, "input_size": [64, 48], "heatmap_size": [16, 12], "sigma": 1.0,
+    "backbone": "conv", "conv_widths": [16, 32, 48, 64], "conv_blocks": 1,
+    "strl_dim": 64, "strl_depth": 1, "strl_heads": 4, "strl_mlp_ratio": 2.0,
+    "decoder_dims": [64, 48, 32], "decoder_heads": 4, "decoder_depth": 1, "heatmap_dim": 16, "time_dim": 64,
+    "baseline_deconv": [64, 48],
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"arch": "diffpose", "num_frames": 3, "input_size": [256, 192], "heatmap_size": [64, 48],
+              "sigma": 2.0, "backbone": "vit", "vit_size": "H"},
+    "paper_baseline": {"arch": "baseline", "num_frames": 1, "input_size": [256, 192], "heatmap_size": [64, 48],
+                       "sigma": 2.0, "backbone": "vit", "vit_size": "H"},
+    "demo_diffpose": {"arch": "diffpose", **_DEMO},
+    "demo_baseline": {"arch": "baseline", **{**_DEMO, "num_frames": 1}},
+    "tiny": {"arch": "diffpose", "num_frames": 3, "input_size": [64, 48], "heatmap_size": [16, 12], "sigma": 1.5,
+             "backbone": "conv", "conv_widths": [8, 8, 16, 16], "conv_blocks": 0, "strl_dim": 16,
+             "strl_depth": 1, "strl_heads": 2, "strl_mlp_ratio": 2.0, "decoder_dims": [16, 8, 8],
+             "decoder_heads": 2, "heatmap_dim": 8, "time_dim": 16, "baseline_deconv": [16, 16]},
+}
+
+
+def resolve_model_config(entry: dict[str, Any]) -> ModelConfig:
+    """A ``models.<name>`` entry of params.yaml -> ModelConfig: the ``preset`` (default ``paper``'s
+    field defaults when absent) with the other keys as overrides."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"models entry: expected a mapping, got {type(entry).__name__}")
+    entry = dict(entry)
+    name = entry.pop("preset", None)
+    base: dict[str, Any] = {}
+    if name is not None:
+        if name not in PRESETS:
+            raise ConfigError(f"models entry: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+        base = dict(PRESETS[name])
+    return ModelConfig.from_dict({**base, **entry})
+
+
+__all__ = ["ModelConfig", "PRESETS", "resolve_model_config", "VIT_SIZES"]

@@ -1,0 +1,67 @@
+"""DiffPose (Feng et al., ICCV 2023): heatmap diffusion conditioned on a spatiotemporal feature.
+
+backbone (per frame) -> STRL -> condition F (once per clip) -> LMSFI decoder as the x0 denoiser of
+``HeatmapDiffusion``. Training: t ~ schedule, x_t = q(x0), loss = weighted MSE(x0_hat, x0) in
+diffusion space. Inference: K noise starts share F, DDIM with any number of steps, the K heatmaps are
+combined by ``cfg.ensemble_combine``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffpose.diffusion.ensemble import combine
+from diffpose.diffusion.gaussian import HeatmapDiffusion
+from diffpose.models.backbones import build_backbone
+from diffpose.models.base import PoseModel
+from diffpose.models.config import ModelConfig
+from diffpose.models.decoder import LMSFIDecoder
+from diffpose.models.strl import STRL
+
+
+class DiffPose(PoseModel):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.backbone = build_backbone(cfg)
+        grid = cfg.feature_size
+        self.strl = STRL(self.backbone.out_channels, dim=cfg.strl_dim, depth=cfg.strl_depth, heads=cfg.strl_heads,
+                         mlp_ratio=cfg.strl_mlp_ratio, num_frames=cfg.num_frames, grid=grid,
+                         aggregate=cfg.strl_aggregate)
+        self.decoder = LMSFIDecoder(cond_channels=cfg.strl_dim, num_joints=cfg.num_joints, grid=grid,
+                                    dims=cfg.decoder_dims, heads=cfg.decoder_heads, depth=cfg.decoder_depth,
+                                    heatmap_dim=cfg.heatmap_dim, time_dim=cfg.time_dim, lmsfi=cfg.lmsfi,
+                                    heatmap_concat=cfg.heatmap_concat)
+        self.diffusion = HeatmapDiffusion(timesteps=cfg.timesteps, schedule_s=cfg.schedule_s,
+                                          signal_scale=cfg.signal_scale, ddim_eta=cfg.ddim_eta,
+                                          timestep_sampling=cfg.timestep_sampling,
+                                          timestep_power=cfg.timestep_power)
+
+    def condition(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames [B, T, 3, H, W]`` in [0, 1] -> ``F [B, D, H/16, W/16]``."""
+        self.check_frames(frames)
+        b, t = frames.shape[:2]
+        feats = self.backbone(self.normalize(frames.flatten(0, 1)))
+        return self.strl(feats.reshape(b, t, *feats.shape[1:]))
+
+    def loss(self, frames: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor) -> torch.Tensor:
+        pyramid = self.decoder.condition_pyramid(self.condition(frames))
+        x0 = self.codec.to_diffusion(target)
+        return self.diffusion.loss(lambda x_t, t: self.decoder(pyramid, x_t, t), x0, target_weight)
+
+    @torch.no_grad()
+    def predict(self, frames: torch.Tensor, *, steps: int = 1, ensemble: int = 1,
+                generator: torch.Generator | None = None, eta: float | None = None) -> torch.Tensor:
+        """``[B, J, h, w]`` heatmaps in [0, 1]: ``ensemble`` (K) DDIM runs of ``steps`` steps that share
+        the condition feature, combined by ``cfg.ensemble_combine``. Sample k of clip b uses noise
+        row ``k * B + b``, drawn from ``generator``."""
+        if ensemble < 1:
+            raise ValueError(f"ensemble must be >= 1, got {ensemble}")
+        b = frames.shape[0]
+        pyramid = self.decoder.condition_pyramid(self.condition(frames))      # once per clip
+        if ensemble > 1:
+            pyramid = [p.repeat(ensemble, 1, 1, 1) for p in pyramid]          # [K*B, ...]
+        j, (h, w) = self.cfg.num_joints, self.cfg.heatmap_size
+        x0 = self.diffusion.sample(lambda x_t, t: self.decoder(pyramid, x_t, t), (ensemble * b, j, h, w),
+                                   steps=steps, eta=eta, generator=generator, dtype=pyramid[0].dtype)
+        heatmaps = self.codec.from_diffusion(x0).reshape(ensemble, b, j, h, w)
+        return combine(heatmaps, self.cfg.ensemble_combine, self.codec)
