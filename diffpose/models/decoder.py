@@ -39,8 +39,6 @@ class LMSFIDecoder(nn.Module):
         # timestep FiLM of the noisy heatmap
         self.time_embed = TimestepEmbedding(time_dim)
         self.film = nn.Linear(time_dim, 2 * j)
-        nn.init.zeros_(self.film.weight)
-        nn.init.zeros_(self.film.bias)
         # condition pyramid x1, x2, x4
         self.cond = nn.ModuleList([
             conv_bn_relu(cond_channels, dims[0], kernel=1),
