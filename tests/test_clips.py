@@ -17,33 +17,7 @@ import torch
 from diffpose.data import keypoints as kp
 from diffpose.data import transforms as tf
 from diffpose.data.clips import ClipDataset, load_sequences, make_loader, training_samples
-
-try:  # TEMPORARY until diffpose.data.codec lands: a double with the same contract
-    from diffpose.data.codec import HeatmapCodec
-except ImportError:  # pragma: no cover
-    class HeatmapCodec:
-        def __init__(self, input_size, heatmap_size, sigma):
-            self.input_size, self.heatmap_size, self.sigma = input_size, heatmap_size, sigma
-
-        def encode(self, keypoints):
-            h, w = self.heatmap_size
-            stride = self.input_size[1] / w
-            ys, xs = np.mgrid[0:h, 0:w]
-            hm = np.zeros((len(keypoints), h, w), np.float32)
-            weight = (keypoints[:, 2] > 0).astype(np.float32)
-            for j, (x, y, v) in enumerate(keypoints):
-                if v > 0:
-                    hm[j] = np.exp(-((xs - x / stride) ** 2 + (ys - y / stride) ** 2) / (2 * self.sigma ** 2))
-            return hm, weight
-
-        def decode(self, heatmaps):
-            hm = np.asarray(heatmaps)
-            b, j, h, w = hm.shape
-            flat = hm.reshape(b, j, -1)
-            idx = flat.argmax(-1)
-            stride = self.input_size[1] / w
-            coords = np.stack([idx % w, idx // w], -1).astype(np.float64) * stride
-            return coords, flat.max(-1)
+from diffpose.data.codec import HeatmapCodec
 
 INPUT = (64, 48)  # H, W
 HEATMAP = (16, 12)
