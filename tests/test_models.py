@@ -257,6 +257,20 @@ def test_same_seed_same_result_other_seed_other_result(trained):
     assert not torch.allclose(run(7), run(8))
 
 
+def test_denoising_error_diagnostic(trained):
+    model, _, _, frames, kpts = trained
+    codec = model.codec
+    target = torch.from_numpy(np.stack([codec.encode(k)[0] for k in kpts]))
+    weight = torch.ones(4, 17)
+    run = lambda: model.denoising_error(frames, target, weight, timesteps=(0, 500, 999),  # noqa: E731
+                                        generator=torch.Generator().manual_seed(0))
+    errors = run()
+    assert list(errors) == [0, 500, 999] and errors == run()
+    assert all(np.isfinite(v) and v >= 0 for v in errors.values())
+    untrained = build_model(TINY).eval()
+    assert untrained.denoising_error(frames, target, weight, timesteps=(999,))[999] > 10 * errors[999]
+
+
 def test_mean_coords_ensemble_rule(trained):
     model, _, _, frames, kpts = trained
     alt = DiffPose(model.cfg.replace(ensemble_combine="mean_coords"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from diffpose.diffusion.ensemble import combine
-from diffpose.diffusion.gaussian import HeatmapDiffusion
+from diffpose.diffusion.gaussian import HeatmapDiffusion, weighted_mse
 from diffpose.models.backbones import build_backbone
 from diffpose.models.base import PoseModel
 from diffpose.models.config import ModelConfig
@@ -47,6 +47,24 @@ class DiffPose(PoseModel):
         pyramid = self.decoder.condition_pyramid(self.condition(frames))
         x0 = self.codec.to_diffusion(target)
         return self.diffusion.loss(lambda x_t, t: self.decoder(pyramid, x_t, t), x0, target_weight)
+
+    @torch.no_grad()
+    def denoising_error(self, frames: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor, *,
+                        timesteps: tuple[int, ...] = (0, 100, 250, 500, 750, 999),
+                        generator: torch.Generator | None = None) -> dict[int, float]:
+        """Weighted x0 MSE (diffusion space) at fixed timesteps: a diagnostic of how much the decoder
+        uses the noisy heatmap. If the error at small t is not clearly below the error at t = T-1,
+        the prediction hardly depends on x_t, and extra DDIM steps or ensemble members cannot help."""
+        pyramid = self.decoder.condition_pyramid(self.condition(frames))
+        x0 = self.codec.to_diffusion(target)
+        out = {}
+        for t in timesteps:
+            tt = torch.full((x0.shape[0],), int(t), device=x0.device, dtype=torch.long)
+            noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+            x_t = self.diffusion.q_sample(x0, tt, noise)
+            pred = self.decoder(pyramid, x_t, tt).clamp(-self.cfg.signal_scale, self.cfg.signal_scale)
+            out[int(t)] = weighted_mse(pred, x0, target_weight).item()
+        return out
 
     @torch.no_grad()
     def predict(self, frames: torch.Tensor, *, steps: int = 1, ensemble: int = 1,
