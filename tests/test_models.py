@@ -165,6 +165,19 @@ def test_gradients_reach_every_parameter(over):
     assert not dead, f"parameters without gradient: {dead}"
 
 
+def test_gradient_checkpointing_gives_the_same_gradients():
+    cfg = TINY.replace(backbone="vit", vit_size="S", arch="baseline", num_frames=1)
+    frames, target, weight, _ = _clips(cfg, n=2)
+    grads = []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = build_model(cfg.replace(grad_checkpoint=flag))
+        assert model.backbone.grad_checkpoint is flag
+        model.loss(frames, target, weight).backward()
+        grads.append(model.backbone.blocks[0].attn.qkv.weight.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0
+
+
 def _overfit(cfg: ModelConfig, steps: int = 200):
     torch.manual_seed(0)
     model = build_model(cfg)

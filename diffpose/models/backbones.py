@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from diffpose.errors import DataError
 from diffpose.models.config import BACKBONE_STRIDE, VIT_SIZES, ModelConfig
@@ -38,8 +39,9 @@ class ViT(nn.Module):
     """ViTPose-layout Vision Transformer. ``[N, 3, H, W] -> [N, dim, H/16, W/16]``."""
 
     def __init__(self, input_size: tuple[int, int], *, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, grad_checkpoint: bool = False):
         super().__init__()
+        self.grad_checkpoint = grad_checkpoint
         self.grid = (input_size[0] // BACKBONE_STRIDE, input_size[1] // BACKBONE_STRIDE)
         self.out_channels = dim
         self.patch_embed = PatchEmbed(dim)
@@ -57,7 +59,10 @@ class ViT(nn.Module):
             raise ValueError(f"ViT built for a {self.grid} token grid got {(h, w)} (input {tuple(x.shape)})")
         tokens = x.flatten(2).transpose(1, 2) + self.pos_embed[:, 1:] + self.pos_embed[:, :1]
         for blk in self.blocks:
-            tokens = blk(tokens)
+            if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+                tokens = checkpoint(blk, tokens, use_reentrant=False)
+            else:
+                tokens = blk(tokens)
         return self.last_norm(tokens).transpose(1, 2).reshape(n, c, h, w)
 
 
@@ -89,7 +94,8 @@ class ConvBackbone(nn.Module):
 def build_backbone(cfg: ModelConfig) -> nn.Module:
     if cfg.backbone == "vit":
         dim, depth, heads = VIT_SIZES[cfg.vit_size]
-        vit = ViT(cfg.input_size, dim=dim, depth=depth, heads=heads, drop_path=cfg.vit_drop_path)
+        vit = ViT(cfg.input_size, dim=dim, depth=depth, heads=heads, drop_path=cfg.vit_drop_path,
+                  grad_checkpoint=cfg.grad_checkpoint)
         if cfg.vit_pretrained:
             load_vitpose_weights(vit, cfg.vit_pretrained)
         return vit

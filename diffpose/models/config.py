@@ -51,6 +51,7 @@ class ModelConfig:
     vit_size: str = "H"                        # S | B | L | H [A: 1280-wide tokens]
     vit_pretrained: str = ""                   # local ViTPose-format checkpoint ('' = random init)
     vit_drop_path: float = 0.0
+    grad_checkpoint: bool = False              # recompute ViT blocks in backward (memory for paper-scale training)
     conv_widths: tuple[int, ...] = (16, 32, 64, 96)  # conv backbone: one stride-2 stage per width
     conv_blocks: int = 1                       # extra 3x3 residual blocks per conv stage
     # STRL [P]
