@@ -154,6 +154,7 @@ def test_wrong_number_of_frames_is_a_clear_error():
 # -- gradients and learning ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("over", [{}, {"lmsfi": False}, {"heatmap_concat": True}, {"strl_aggregate": "mlp"},
+                                  {"self_correction": 1.0},
                                   {"arch": "baseline", "num_frames": 1}])
 def test_gradients_reach_every_parameter(over):
     cfg = TINY.replace(**over)
@@ -163,6 +164,31 @@ def test_gradients_reach_every_parameter(over):
     model.loss(frames, target, weight).backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not dead, f"parameters without gradient: {dead}"
+
+
+def test_self_correction_noises_the_models_own_prediction(monkeypatch):
+    frames, target, weight, _ = _clips(TINY, n=4)
+    seen = []
+
+    def run(cfg: ModelConfig, train: bool):
+        model = build_model(cfg).train(train)
+        original = model.diffusion.loss
+        monkeypatch.setattr(model.diffusion, "loss", lambda *a, **kw: seen.append(kw["source"]) or original(*a, **kw))
+        model.loss(frames, target, weight)
+        return seen[-1]
+
+    assert run(TINY, True) is None
+    assert run(TINY.replace(self_correction=1.0), False) is None          # training only
+    source = run(TINY.replace(self_correction=1.0), True)
+    x0 = (target * 2 - 1) * TINY.signal_scale
+    assert source.shape == x0.shape and not source.requires_grad
+    assert source.abs().max() <= TINY.signal_scale and (source - x0).abs().mean() > 0.1
+    torch.manual_seed(0)
+    flags = []
+    for _ in range(3):                                                      # a per-clip choice
+        half = run(TINY.replace(self_correction=0.5), True)
+        flags += [(half[i] - x0[i]).abs().max().item() == 0 for i in range(4)]
+    assert any(flags) and not all(flags)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -53,12 +53,15 @@ class HeatmapDiffusion(nn.Module):
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
     def loss(self, denoise: Denoiser, x0: torch.Tensor, weight: torch.Tensor | None = None, *,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             source: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """x0-prediction MSE with per-joint weights. ``x0 [B, J, h, w]`` in diffusion space,
-        ``weight [B, J]``. Mean over pixels, weighted per joint, mean over B and J."""
+        ``weight [B, J]``. Mean over pixels, weighted per joint, mean over B and J.
+
+        ``source`` (same shape, optional) is what gets noised into x_t instead of x0 (e.g. the
+        model's own earlier prediction, see ``DiffPose``'s ``self_correction``); the target stays x0."""
         t = self.sample_timesteps(x0.shape[0], generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        x_t = self.q_sample(x0, t, noise)
+        x_t = self.q_sample(x0 if source is None else source, t, noise)
         return weighted_mse(denoise(x_t, t), x0, weight)
 
     # -- sampling -------------------------------------------------------------------------------

@@ -78,6 +78,8 @@ class ModelConfig:
     timestep_sampling: str = "uniform"         # uniform | power (t = T * u**timestep_power)
     timestep_power: float = 1.0
     ensemble_combine: str = "mean_heatmap"     # mean_heatmap | median_heatmap | mean_coords
+    self_correction: float = 0.0               # fraction of training clips noised from the model's own
+                                               # one-step prediction instead of the GT (not in the paper) [I]
     # baseline (SimpleBaseline-style deconv head)
     baseline_deconv: tuple[int, ...] = (256, 256)
     baseline_target: str = "diffusion"         # diffusion: targets scaled like DiffPose's; unit: [0, 1]
@@ -114,6 +116,8 @@ class ModelConfig:
                 raise bad(key, "a positive number")
         if not 0.0 <= self.ddim_eta <= 1.0:
             raise bad("ddim_eta", "a number in [0, 1]")
+        if not 0.0 <= self.self_correction <= 1.0:
+            raise bad("self_correction", "a number in [0, 1]")
         if len(self.decoder_dims) != 3:
             raise bad("decoder_dims", "three channel counts (x1, x2, x4 scales)")
         h, w = self.input_size

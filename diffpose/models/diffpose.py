@@ -46,7 +46,24 @@ class DiffPose(PoseModel):
     def loss(self, frames: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor) -> torch.Tensor:
         pyramid = self.decoder.condition_pyramid(self.condition(frames))
         x0 = self.codec.to_diffusion(target)
-        return self.diffusion.loss(lambda x_t, t: self.decoder(pyramid, x_t, t), x0, target_weight)
+        denoise = lambda x_t, t: self.decoder(pyramid, x_t, t)  # noqa: E731
+        return self.diffusion.loss(denoise, x0, target_weight, source=self._self_correction_source(denoise, x0))
+
+    def _self_correction_source(self, denoise, x0: torch.Tensor) -> torch.Tensor | None:
+        """With ``cfg.self_correction`` = p > 0 (training only), a fraction p of the clips is noised
+        from the model's own one-step prediction (no gradient) instead of the ground truth, so that at
+        t < T the decoder learns to correct an imperfect pose, as it meets one at the second DDIM
+        step, rather than to trust x_t. Not in the paper: a remedy for multi-step sampling that
+        degrades a one-step prediction (the training/sampling mismatch called exposure bias)."""
+        p = self.cfg.self_correction
+        if p <= 0 or not self.training:
+            return None
+        b = x0.shape[0]
+        with torch.no_grad():
+            t_last = torch.full((b,), self.diffusion.timesteps - 1, device=x0.device, dtype=torch.long)
+            first = denoise(torch.randn_like(x0), t_last).clamp(-self.cfg.signal_scale, self.cfg.signal_scale)
+        pick = (torch.rand(b, device=x0.device) < p).view(b, 1, 1, 1)
+        return torch.where(pick, first.to(x0.dtype), x0)
 
     @torch.no_grad()
     def denoising_error(self, frames: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor, *,
