@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("diffpose.stages.evaluate", "PoseTrack mAP (official poseval algorithm) and COCO OKS AP"),
     "validate": ("diffpose.stages.validate", "check PoseTrack17/18/21 annotation files"),
     "convert": ("diffpose.stages.convert", "convert annotations between PoseTrack17 and PoseTrack18 formats"),
+    "train-detector": ("diffpose.stages.train_detector", "train the synthetic benchmark's person detector (CenterNet)"),
 }
 
 

@@ -277,3 +277,19 @@ def test_torchvision_backend_with_torchvision():
     pytest.importorskip("torchvision", reason="optional extra diffpose[torchvision] not installed")
     with pytest.raises(DataError, match="weights file not found"):
         make_detector("torchvision", {"weights": "/nonexistent/w.pth"})
+
+
+def test_defaults_match_params_yaml_and_schema():
+    """Running without --params must mean what params.yaml says."""
+    from dataclasses import asdict
+
+    from diffpose.config import load_params
+    from diffpose.detect.train import TrainConfig
+    from diffpose.stages.detect import resolve_params
+
+    repo = Path(__file__).resolve().parents[1]
+    section = load_params(repo / "params.yaml")["detect"]
+    assert {k: v for k, v in section.items() if k != "train"} == DEFAULTS
+    assert section["train"] == asdict(TrainConfig())
+    assert resolve_params(None, backend="hog", boxes="b.json")["precomputed"]["boxes"] == "b.json"
+    assert DEFAULTS["backend"] == "synthetic"  # resolve_params copies: the defaults are untouched

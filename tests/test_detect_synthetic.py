@@ -1,0 +1,122 @@
+"""The synthetic benchmark's detector: target codec, training on the tiny preset, checkpoints, stage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from diffpose.data.frames import extract_all
+from diffpose.detect.box_ap import recall_at
+from diffpose.detect.centernet import STRIDE, CenterNet, CenterNetDetector, decode, load_checkpoint, save_checkpoint
+from diffpose.detect.frames import read_split
+from diffpose.detect.run import detect_frames
+from diffpose.detect.train import Sample, TrainConfig, load_samples, make_targets, train_detector
+from diffpose.errors import DataError
+from diffpose.stages import synth
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the per-test MLflow store is not set yet
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        synth.run(str(root / "synth"), preset="tiny", seed=0, workers=1, progress=False)
+    extract_all(root / "synth" / "videos", root / "frames", workers=1, progress=False)
+    return root
+
+
+def test_targets_decode_back_to_the_boxes():
+    boxes = np.array([[10.0, 12.0, 20.0, 44.0], [50.3, 8.7, 13.0, 30.0]])
+    sample = Sample(image=np.zeros((64, 96, 3), np.uint8), boxes=boxes, ignore_boxes=np.zeros((0, 4)),
+                    regions=[np.array([[70.0, 40.0], [95.0, 40.0], [95.0, 63.0], [70.0, 63.0]])])
+    t = make_targets(sample, (16, 24), flip=False)
+    assert t["centre"].sum() == 2 and t["heat"].max() == 1.0
+    assert t["weight"][12, 20] == 0 and t["weight"][0, 0] == 1  # inside the ignore polygon / background
+    out = {"heat": torch.from_numpy(np.where(t["centre"] > 0, 10.0, -10.0)[None, None]).float(),
+           "size": torch.from_numpy(t["size"][None]), "offset": torch.from_numpy(t["offset"][None])}
+    got = decode(out, max_detections=5)[0]
+    got = got[got[:, 4] > 0.5]  # the flat background yields top-k peaks of score ~0
+    assert len(got) == 2
+    got = got[np.argsort(got[:, 0])]
+    np.testing.assert_allclose(got[:, :4], boxes, atol=1e-3)
+    flipped = make_targets(sample, (16, 24), flip=True)
+    assert flipped["centre"].sum() == 2
+    assert flipped["weight"][12, 2] == 0 and flipped["weight"][12, 20] == 1  # the polygon moved to the left
+
+
+def constant_box_recall(samples, truth_frames, truth, scale):
+    """Trivial baseline: every frame gets the mean training box, placed at the image centre."""
+    mean_w, mean_h = np.concatenate([s.boxes for s in samples])[:, 2:].mean(axis=0) / scale
+    dets = []
+    for frame in truth_frames:
+        h, w = samples[0].image.shape[:2]
+        cx, cy = w / scale / 2, h / scale / 2
+        dets.append({"image_id": frame.image_id, "bbox": [cx - mean_w / 2, cy - mean_h / 2, mean_w, mean_h], "score": 1})
+    return recall_at(dets, truth)
+
+
+def test_training_on_tiny_learns_to_find_people(tiny, tmp_path):
+    config = TrainConfig(max_steps=100, batch_size=8, lr=3e-3, input_scale=0.5, seed=0, augment=False)
+    annotations = tiny / "synth" / "annotations" / "train"
+    samples = load_samples(annotations, tiny / "frames", input_scale=config.input_scale, progress=False)
+    model, history = train_detector(samples, config, progress=False, log_every=20)
+    assert history["steps"] == 100 and history["stopped_by"] == "max_steps"
+    assert history["loss_last"] < 0.3 * history["loss_first"], history
+    frames, truth = read_split(annotations)
+    detector = CenterNetDetector(model, input_scale=config.input_scale)
+    run = detect_frames(detector, frames, tiny / "frames", score_threshold=0.2, progress=False)
+    found, total = recall_at(run.records, truth)
+    base, _ = constant_box_recall(samples, frames, truth, config.input_scale)
+    print(f"\ntiny train recall@0.5: detector {found}/{total}, constant-box baseline {base}/{total}; {history}")
+    assert found / total >= 0.75 and found >= base + 0.3 * total
+
+    path = tmp_path / "det.pt"
+    save_checkpoint(path, model, input_scale=config.input_scale, extra={"history": history})
+    reloaded = CenterNetDetector.from_checkpoint(path)
+    image = samples[0].image
+    a, b = detector.detect([image]), reloaded.detect([image])
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-4)
+    _, state = load_checkpoint(path)
+    assert state["history"]["steps"] == 100 and state["input_scale"] == 0.5
+
+
+def test_bad_checkpoints_are_named(tmp_path):
+    with pytest.raises(DataError, match="detector checkpoint not found .*train-detector"):
+        CenterNetDetector.from_checkpoint(tmp_path / "none.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"format": "something-else"}, other)
+    with pytest.raises(DataError, match="other.pt: not a diffpose-centernet/1 checkpoint"):
+        CenterNetDetector.from_checkpoint(other)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"junk")
+    with pytest.raises(DataError, match="junk.pt: not a readable checkpoint"):
+        load_checkpoint(junk)
+    assert isinstance(CenterNet()(torch.zeros(1, 3, 32, 48))["heat"], torch.Tensor)
+
+
+def test_train_detector_then_detect_commands(tiny, tmp_path):
+    ckpt, dets, metrics = tmp_path / "m" / "detector.pt", tmp_path / "d" / "val.json", tmp_path / "d" / "ap.json"
+    cmd = [sys.executable, "-m", "diffpose"]
+    train = subprocess.run(cmd + ["train-detector", "--annotations", str(tiny / "synth/annotations/train"),
+                                  "--images", str(tiny / "frames"), "--out", str(ckpt), "--max-steps", "20",
+                                  "--metrics", str(tmp_path / "m" / "train.json"), "--no-progress"],
+                           capture_output=True, text=True, timeout=120)
+    assert train.returncode == 0, train.stderr
+    assert "train_detector: 20 steps" in train.stdout
+    detect = subprocess.run(cmd + ["detect", "--annotations", str(tiny / "synth/annotations/val"), "--images",
+                                   str(tiny / "frames"), "--out", str(dets), "--metrics", str(metrics),
+                                   "--backend", "synthetic", "--checkpoint", str(ckpt), "--frames", "all",
+                                   "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert detect.returncode == 0, detect.stderr
+    frames, truth = read_split(tiny / "synth/annotations/val", frames="all")
+    m = json.loads(metrics.read_text())
+    assert m["frames"] == len(frames) > len(truth)  # every frame, scored on the labelled ones
+    assert m["box_ap"]["labelled_frames"] == len(truth) and "AP50" in m["box_ap"]
+    records = json.loads(dets.read_text())
+    assert all(r["score"] >= 0.2 and r["category_id"] == 1 for r in records)
+    assert {r["image_id"] for r in records} <= {f.image_id for f in frames}
