@@ -61,6 +61,14 @@ def test_config_round_trip_and_unknown_keys():
         resolve_model_config({"preset": "huge"})
 
 
+@pytest.mark.parametrize("key,value", [("lmsfi", "yes"), ("self_correction", 1.5), ("ddim_eta", "1"),
+                                       ("num_frames", 0), ("sigma", -1.0), ("strl_dim", 31), ("conv_blocks", -1),
+                                       ("input_size", [64]), ("decoder_dims", [16, 8]), ("vit_pretrained", None)])
+def test_bad_values_name_the_key(key, value):
+    with pytest.raises(ConfigError, match=f"model config: {key}"):
+        TINY.replace(**{key: value})
+
+
 def test_paper_preset_and_defaults_follow_the_notes():
     cfg = ModelConfig.preset("paper")
     assert (cfg.backbone, cfg.vit_size, cfg.input_size, cfg.heatmap_size, cfg.num_frames) == (

@@ -106,18 +106,26 @@ class ModelConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise bad(key, "one of " + ", ".join(allowed))
+        def number(v: object) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
         for key in ("num_frames", "num_joints", "strl_dim", "strl_depth", "strl_heads", "decoder_heads",
-                    "decoder_depth", "heatmap_dim", "time_dim", "timesteps"):
+                    "decoder_depth", "heatmap_dim", "time_dim", "timesteps", "conv_blocks"):
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "strl_depth" else 1):
-                raise bad(key, "a positive integer")
+            minimum = 0 if key in ("strl_depth", "conv_blocks") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise bad(key, "a positive integer" if minimum else "a non-negative integer")
         for key in ("sigma", "signal_scale", "strl_mlp_ratio", "schedule_s", "timestep_power"):
-            if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) <= 0:
+            if not number(getattr(self, key)) or getattr(self, key) <= 0:
                 raise bad(key, "a positive number")
-        if not 0.0 <= self.ddim_eta <= 1.0:
-            raise bad("ddim_eta", "a number in [0, 1]")
-        if not 0.0 <= self.self_correction <= 1.0:
-            raise bad("self_correction", "a number in [0, 1]")
+        for key in ("ddim_eta", "self_correction", "vit_drop_path"):
+            if not number(getattr(self, key)) or not 0.0 <= getattr(self, key) <= 1.0:
+                raise bad(key, "a number in [0, 1]")
+        for key in ("lmsfi", "heatmap_concat", "grad_checkpoint"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(key, "true or false")
+        if not isinstance(self.vit_pretrained, str):
+            raise bad("vit_pretrained", "a file path string ('' = none)")
         if len(self.decoder_dims) != 3:
             raise bad("decoder_dims", "three channel counts (x1, x2, x4 scales)")
         h, w = self.input_size
@@ -159,7 +167,8 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"model config: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"model config: unknown key(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(sorted(known))})")
         try:
             return cls(**d)
         except TypeError as err:
