@@ -34,7 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "precomputed": {"boxes": None, "ignore_unmatched": False},
     "hog": {"resize": 2.0, "win_stride": 8, "pyramid_scale": 1.05, "hit_threshold": 0.0,
             "nms_iou": 0.3, "nms_inside": 0.6, "shrink_x": 0.75, "shrink_y": 0.9},
-    "synthetic": {"checkpoint": "models/detector/detector.pt", "max_detections": 100, "nms_iou": 0.6, "device": "cpu"},
+    "synthetic": {"checkpoint": "models/detector/detector.pt", "max_detections": 100, "nms_iou": 0.6, "device": "cpu",
+                  "threads": 1},
     "torchvision": {"weights": None, "device": "cpu"},
 }
 
