@@ -38,7 +38,8 @@ class HeatmapCodec:
     def __init__(self, input_size: tuple[int, int], heatmap_size: tuple[int, int], sigma: float = 2.0,
                  signal_scale: float = 2.0, blur: bool = False):
         if len(input_size) != 2 or len(heatmap_size) != 2:
-            raise ValueError(f"input_size and heatmap_size are (H, W) pairs, got {input_size}, {heatmap_size}")
+            raise ValueError(f"input_size and heatmap_size are (H, W) pairs, "
+                             f"got {input_size}, {heatmap_size}")
         if sigma <= 0 or signal_scale <= 0:
             raise ValueError(f"sigma and signal_scale must be positive, got {sigma}, {signal_scale}")
         self.input_size = (int(input_size[0]), int(input_size[1]))

@@ -35,7 +35,8 @@ class HeatmapDiffusion(nn.Module):
         self.timestep_sampling = timestep_sampling
         self.timestep_power = float(timestep_power)
         # not persistent: a pure function of the config, rebuilt on load
-        self.register_buffer("alpha_bar", cosine_alpha_bar(self.timesteps, schedule_s).float(), persistent=False)
+        alpha_bar = cosine_alpha_bar(self.timesteps, schedule_s).float()
+        self.register_buffer("alpha_bar", alpha_bar, persistent=False)
 
     # -- training -------------------------------------------------------------------------------
     def sample_timesteps(self, batch: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -97,7 +98,8 @@ class HeatmapDiffusion(nn.Module):
         return x0
 
 
-def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor,
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
     """``[B, J, h, w]`` MSE per joint, times ``weight [B, J]``, averaged over B and J."""
     per_joint = (pred - target).pow(2).mean(dim=(2, 3))
     if weight is not None:

@@ -38,8 +38,8 @@ class PatchEmbed(nn.Module):
 class ViT(nn.Module):
     """ViTPose-layout Vision Transformer. ``[N, 3, H, W] -> [N, dim, H/16, W/16]``."""
 
-    def __init__(self, input_size: tuple[int, int], *, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0,
-                 drop_path: float = 0.0, grad_checkpoint: bool = False):
+    def __init__(self, input_size: tuple[int, int], *, dim: int, depth: int, heads: int,
+                 mlp_ratio: float = 4.0, drop_path: float = 0.0, grad_checkpoint: bool = False):
         super().__init__()
         self.grad_checkpoint = grad_checkpoint
         self.grid = (input_size[0] // BACKBONE_STRIDE, input_size[1] // BACKBONE_STRIDE)
@@ -168,7 +168,8 @@ def load_vitpose_weights(vit: ViT, source: str | os.PathLike | Mapping[str, torc
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-            raise DataError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+            reason = f"{type(err).__name__}: {err}"
+            raise DataError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     try:
         state = vitpose_backbone_state(_unwrap(raw))
     except TypeError as err:
@@ -187,6 +188,7 @@ def load_vitpose_weights(vit: ViT, source: str | os.PathLike | Mapping[str, torc
             parts.append(f"unexpected {len(unexpected)} key(s) e.g. {unexpected[:3]}")
         if shape:
             k = shape[0]
-            parts.append(f"shape mismatch at {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+            parts.append(f"shape mismatch at {k}: checkpoint {tuple(state[k].shape)} "
+                         f"vs model {tuple(own[k].shape)}")
         raise DataError(f"{name}: ViTPose weights do not fit this ViT ({'; '.join(parts)})")
     vit.load_state_dict(state, strict=True)

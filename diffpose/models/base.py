@@ -33,10 +33,11 @@ class PoseModel(nn.Module):
         t = self.cfg.num_frames
         h, w = self.cfg.input_size
         if frames.ndim != 5 or frames.shape[2] != 3:
-            raise ValueError(f"{self.cfg.arch}: expected frames [B, T={t}, 3, {h}, {w}], got shape {tuple(frames.shape)}")
+            raise ValueError(f"{self.cfg.arch}: expected frames [B, T={t}, 3, {h}, {w}], "
+                             f"got shape {tuple(frames.shape)}")
         if frames.shape[1] != t:
-            raise ValueError(f"{self.cfg.arch}: model built for num_frames T={t} got clips of T={frames.shape[1]} "
-                             f"frames (data and model must agree on num_frames)")
+            raise ValueError(f"{self.cfg.arch}: model built for num_frames T={t} got clips of "
+                             f"T={frames.shape[1]} frames (data and model must agree on num_frames)")
         if tuple(frames.shape[-2:]) != (h, w):
             raise ValueError(f"{self.cfg.arch}: model built for input_size {(h, w)} got frames of "
                              f"{tuple(frames.shape[-2:])}")
@@ -52,6 +53,7 @@ class PoseModel(nn.Module):
                 generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, frames: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, target: torch.Tensor,
+                target_weight: torch.Tensor) -> torch.Tensor:
         """``forward`` is the training loss, so DistributedDataParallel can wrap the model directly."""
         return self.loss(frames, target, target_weight)

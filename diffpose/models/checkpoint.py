@@ -49,7 +49,8 @@ def read_payload(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - a damaged file fails in many ways (KeyError, EOFError, ...)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: not a readable checkpoint (truncated or not a torch file: {reason})") from None
+        raise DataError(f"{path}: not a readable checkpoint "
+                        f"(truncated or not a torch file: {reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DataError(f"{path}: not a diffpose checkpoint (no '{FORMAT}' format marker)")
     if payload.get("version") != VERSION:

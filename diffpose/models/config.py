@@ -51,7 +51,7 @@ class ModelConfig:
     vit_size: str = "H"                        # S | B | L | H [A: 1280-wide tokens]
     vit_pretrained: str = ""                   # local ViTPose-format checkpoint ('' = random init)
     vit_drop_path: float = 0.0
-    grad_checkpoint: bool = False              # recompute ViT blocks in backward (memory for paper-scale training)
+    grad_checkpoint: bool = False              # recompute ViT blocks in backward (paper-scale memory)
     conv_widths: tuple[int, ...] = (16, 32, 64, 96)  # conv backbone: one stride-2 stage per width
     conv_blocks: int = 1                       # extra 3x3 residual blocks per conv stage
     # STRL [P]
@@ -195,15 +195,15 @@ _DEMO = {
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"arch": "diffpose", "num_frames": 3, "input_size": [256, 192], "heatmap_size": [64, 48],
               "sigma": 2.0, "backbone": "vit", "vit_size": "H"},
-    "paper_baseline": {"arch": "baseline", "num_frames": 1, "input_size": [256, 192], "heatmap_size": [64, 48],
-                       "sigma": 2.0, "backbone": "vit", "vit_size": "H"},
+    "paper_baseline": {"arch": "baseline", "num_frames": 1, "input_size": [256, 192],
+                       "heatmap_size": [64, 48], "sigma": 2.0, "backbone": "vit", "vit_size": "H"},
     "demo_diffpose": {"arch": "diffpose", **_DEMO},
     "demo_baseline": {"arch": "baseline", **{**_DEMO, "num_frames": 1}},
     # the demo DiffPose with a stronger x_t path and sampling-aware training (not in the paper)
     "demo_diffpose_xt": {"arch": "diffpose", **_DEMO, "heatmap_concat": True, "self_correction": 0.5},
-    "tiny": {"arch": "diffpose", "num_frames": 3, "input_size": [64, 48], "heatmap_size": [16, 12], "sigma": 1.5,
-             "backbone": "conv", "conv_widths": [8, 8, 16, 16], "conv_blocks": 0, "strl_dim": 16,
-             "strl_depth": 1, "strl_heads": 2, "strl_mlp_ratio": 2.0, "decoder_dims": [16, 8, 8],
+    "tiny": {"arch": "diffpose", "num_frames": 3, "input_size": [64, 48], "heatmap_size": [16, 12],
+             "sigma": 1.5, "backbone": "conv", "conv_widths": [8, 8, 16, 16], "conv_blocks": 0,
+             "strl_dim": 16, "strl_depth": 1, "strl_heads": 2, "strl_mlp_ratio": 2.0, "decoder_dims": [16, 8, 8],
              "decoder_heads": 2, "heatmap_dim": 8, "time_dim": 16, "baseline_deconv": [16, 16]},
 }
 

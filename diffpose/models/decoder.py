@@ -79,8 +79,10 @@ class LMSFIDecoder(nn.Module):
             feats.append(x)
         return feats
 
-    def forward(self, cond: torch.Tensor | list[torch.Tensor], x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``cond``: F or its precomputed ``condition_pyramid``; ``x_t [B, J, h, w]``; ``t [B]`` -> x0 ``[B, J, h, w]``."""
+    def forward(self, cond: torch.Tensor | list[torch.Tensor], x_t: torch.Tensor,
+                t: torch.Tensor) -> torch.Tensor:
+        """``cond``: F or its precomputed ``condition_pyramid``; ``x_t [B, J, h, w]``; ``t [B]``
+        -> x0 ``[B, J, h, w]``."""
         pyramid = self.condition_pyramid(cond) if isinstance(cond, torch.Tensor) else cond
         scale, shift = self.film(self.time_embed(t)).chunk(2, dim=1)
         x = x_t * (1 + scale[:, :, None, None]) + shift[:, :, None, None]

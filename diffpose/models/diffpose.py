@@ -24,9 +24,9 @@ class DiffPose(PoseModel):
         super().__init__(cfg)
         self.backbone = build_backbone(cfg)
         grid = cfg.feature_size
-        self.strl = STRL(self.backbone.out_channels, dim=cfg.strl_dim, depth=cfg.strl_depth, heads=cfg.strl_heads,
-                         mlp_ratio=cfg.strl_mlp_ratio, num_frames=cfg.num_frames, grid=grid,
-                         aggregate=cfg.strl_aggregate)
+        self.strl = STRL(self.backbone.out_channels, dim=cfg.strl_dim, depth=cfg.strl_depth,
+                         heads=cfg.strl_heads, mlp_ratio=cfg.strl_mlp_ratio, num_frames=cfg.num_frames,
+                         grid=grid, aggregate=cfg.strl_aggregate)
         self.decoder = LMSFIDecoder(cond_channels=cfg.strl_dim, num_joints=cfg.num_joints, grid=grid,
                                     dims=cfg.decoder_dims, heads=cfg.decoder_heads, depth=cfg.decoder_depth,
                                     heatmap_dim=cfg.heatmap_dim, time_dim=cfg.time_dim, lmsfi=cfg.lmsfi,
@@ -47,7 +47,8 @@ class DiffPose(PoseModel):
         pyramid = self.decoder.condition_pyramid(self.condition(frames))
         x0 = self.codec.to_diffusion(target)
         denoise = lambda x_t, t: self.decoder(pyramid, x_t, t)  # noqa: E731
-        return self.diffusion.loss(denoise, x0, target_weight, source=self._self_correction_source(denoise, x0))
+        source = self._self_correction_source(denoise, x0)
+        return self.diffusion.loss(denoise, x0, target_weight, source=source)
 
     def _self_correction_source(self, denoise, x0: torch.Tensor) -> torch.Tensor | None:
         """With ``cfg.self_correction`` = p > 0 (training only), a fraction p of the clips is noised
