@@ -204,7 +204,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"arch": "diffpose", "num_frames": 3, "input_size": [64, 48], "heatmap_size": [16, 12],
              "sigma": 1.5, "backbone": "conv", "conv_widths": [8, 8, 16, 16], "conv_blocks": 0,
              "strl_dim": 16, "strl_depth": 1, "strl_heads": 2, "strl_mlp_ratio": 2.0,
-             "decoder_dims": [16, 8, 8], "decoder_heads": 2, "heatmap_dim": 8, "time_dim": 16, "baseline_deconv": [16, 16]},
+             "decoder_dims": [16, 8, 8], "decoder_heads": 2, "heatmap_dim": 8, "time_dim": 16,
+             "baseline_deconv": [16, 16]},
 }
 
 
