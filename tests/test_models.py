@@ -443,3 +443,20 @@ def test_factory_loads_pretrained_vit_from_a_local_file(tmp_path):
     model = build_model(cfg)
     assert torch.equal(model.backbone.blocks[11].mlp.fc2.bias,
                        torch.load(path, weights_only=True)["state_dict"]["backbone.blocks.11.mlp.fc2.bias"])
+
+
+def test_mae_style_and_wrapped_checkpoints_map_onto_the_vit():
+    vitpose = _vitpose_state(32, 1, (16, 12))["state_dict"]
+    mae = {k[len("backbone."):]: v for k, v in vitpose.items() if k.startswith("backbone.")}
+    mae["norm.weight"], mae["norm.bias"] = mae.pop("last_norm.weight"), mae.pop("last_norm.bias")
+    mae.update({"cls_token": torch.zeros(1, 1, 32), "mask_token": torch.zeros(1, 1, 32),
+                "decoder_embed.weight": torch.zeros(16, 32), "decoder_pos_embed": torch.zeros(1, 5, 16)})
+    mae["pos_embed"] = torch.randn(1, 1 + 14 * 14, 32)          # MAE pretraining grid 14x14
+    vit = ViT((256, 192), dim=32, depth=1, heads=2)
+    load_vitpose_weights(vit, {"model": mae})
+    assert torch.equal(vit.last_norm.weight, mae["norm.weight"])
+    assert vit.pos_embed.shape == (1, 193, 32)
+    wrapped = {"state_dict": {"module." + k: v for k, v in vitpose.items()}}
+    vit2 = ViT((256, 192), dim=32, depth=1, heads=2)
+    load_vitpose_weights(vit2, wrapped)
+    assert torch.equal(vit2.blocks[0].attn.qkv.weight, vitpose["backbone.blocks.0.attn.qkv.weight"])

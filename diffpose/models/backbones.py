@@ -114,22 +114,28 @@ def _unwrap(obj: object) -> Mapping[str, torch.Tensor]:
     return obj
 
 
+_NOT_BACKBONE = ("head.", "keypoint_head.", "fc_norm.", "decoder")
+
+
 def vitpose_backbone_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Keep the backbone entries of a ViTPose checkpoint, without the ``backbone.`` prefix.
 
-    A state dict without any ``backbone.`` key (a bare ViT / MAE checkpoint) is taken as is; the
-    keypoint head (``keypoint_head.*``) and a class token are dropped.
+    A state dict without any ``backbone.`` key is read as a bare ViT, e.g. an MAE checkpoint (the
+    usual ViTPose initialisation): its final ``norm.*`` becomes ``last_norm.*``, and the class token,
+    mask token, MAE decoder and classification head are dropped. A DataParallel ``module.`` prefix is
+    removed first; the keypoint head (``keypoint_head.*``) is dropped.
     """
-    has_prefix = any(k.startswith("backbone.") for k in state)
+    stripped = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    has_prefix = any(k.startswith("backbone.") for k in stripped)
     out = {}
-    for key, value in state.items():
-        if key.startswith("module."):
-            key = key[len("module."):]
+    for key, value in stripped.items():
         if has_prefix:
             if not key.startswith("backbone."):
                 continue
             key = key[len("backbone."):]
-        if key == "cls_token" or key.startswith(("head.", "keypoint_head.", "fc_norm.")):
+        elif key.startswith("norm."):
+            key = "last_" + key
+        if key in ("cls_token", "mask_token") or key.startswith(_NOT_BACKBONE):
             continue
         out[key] = value
     return out
