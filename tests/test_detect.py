@@ -158,6 +158,24 @@ def test_precomputed_dcpose_layout_with_foreign_prefixes(tmp_path, posetrack18_d
     assert {d["image_id"] for d in dets} == {d["image_id"] for d in source}
 
 
+def test_precomputed_boxes_of_unlabelled_frames_are_not_unmatched(tmp_path, posetrack18_dir):
+    """A DCPose file covers every frame; detecting on labelled frames only must not reject it."""
+    seq = json.loads((posetrack18_dir / "annotations" / "val" / f"{SEQ_11}.json").read_text())
+    first = seq["images"][0]
+    seq["images"].append(dict(first, id=first["id"] + 1, file_name=first["file_name"].replace("000000", "000001"),
+                              is_labeled=False))
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / f"{SEQ_11}.json").write_text(json.dumps(seq))
+    boxes = [{"image_name": f"images/val/{SEQ_11}/00000{i}.jpg", "bbox": [10, 10, 50, 100], "score": 0.9}
+             for i in (0, 1)]
+    (tmp_path / "b.json").write_text(json.dumps(boxes))
+    for frames, expected in (("labelled", {first["id"]}), ("all", {first["id"], first["id"] + 1})):
+        out = tmp_path / f"{frames}.json"
+        run(annotations=str(tmp_path / "ann"), images=str(posetrack18_dir), out=str(out), progress=False,
+            params=params(backend="precomputed", frames=frames, precomputed={"boxes": str(tmp_path / "b.json")}))
+        assert {d["image_id"] for d in json.loads(out.read_text())} == expected
+
+
 def test_precomputed_unmatched_images_are_named(tmp_path, posetrack18_dir):
     wrong = [{"image_name": f"images/val/999999_mpii_test/{i:06d}.jpg", "bbox": [0, 0, 9, 9], "score": 1.0}
              for i in range(8)]

@@ -84,11 +84,14 @@ def run(
     backend = params["backend"]
     options = dict(params.get(backend) or {})
     threshold = float(params["score_threshold"])
-    frames, truth = read_split(annotations, frames=params["frames"])
+    # every frame of the split resolves names and ids (a DCPose box file covers all of them);
+    # detection runs on the chosen ones
+    split_frames, truth = read_split(annotations, frames="all")
+    frames = [f for f in split_frames if f.labelled or params["frames"] == "all"]
     if not frames:
         raise DataError(f"{annotations}: no {params['frames']} frames to detect on")
     with stage_run("detect", {"detect": params, "annotations": annotations, "images": images}) as tracker:
-        detector = make_detector(backend, options, frames)
+        detector = make_detector(backend, options, split_frames)
         log.info("detect: %s on %d %s frames of %s", backend, len(frames), params["frames"], annotations)
         result = detect_frames(detector, frames, images, score_threshold=threshold,
                                batch_size=int(params["batch_size"]), progress=progress)
