@@ -81,6 +81,9 @@ class HeatmapDiffusion(nn.Module):
         """Run DDIM from pure Gaussian noise; returns x0 ``shape`` in diffusion space (clamped)."""
         eta = self.ddim_eta if eta is None else float(eta)
         dev = self.alpha_bar.device
+        if generator is not None and generator.device.type != dev.type:
+            raise ValueError(f"the sampling generator is on {generator.device}, the model on {dev}: "
+                             f"create it with torch.Generator(device=...) on the model's device")
         x = torch.randn(shape, device=dev, dtype=dtype, generator=generator)
         s = self.signal_scale
         x0 = x
