@@ -132,21 +132,34 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[CenterNet, dict]:
 class CenterNetDetector:
     needs_images = True
 
-    def __init__(self, model: CenterNet, *, input_scale: float, max_detections: int = 100, nms_iou: float = 0.6) -> None:
+    def __init__(self, model: CenterNet, *, input_scale: float, max_detections: int = 100, nms_iou: float = 0.6,
+                 flip_test: bool = False) -> None:
         self.model = model.eval()
         self.input_scale = float(input_scale)
         self.max_detections = max_detections
         self.nms_iou = nms_iou
+        self.flip_test = flip_test
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network's output; with ``flip_test`` the centre heatmap and sizes are averaged with
+        those of the mirrored frame (mirrored back), the offsets are the unflipped pass's."""
+        out = self.model(x)
+        if not self.flip_test:
+            return out
+        mirrored = self.model(x.flip(-1))
+        heat = (torch.sigmoid(out["heat"]) + torch.sigmoid(mirrored["heat"].flip(-1))) / 2
+        return {"heat": torch.logit(heat.clamp(1e-6, 1 - 1e-6)), "size": (out["size"] + mirrored["size"].flip(-1)) / 2,
+                "offset": out["offset"]}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, *, max_detections: int = 100, nms_iou: float = 0.6,
-                        device: str = "cpu", threads: int = 0) -> CenterNetDetector:
+                        device: str = "cpu", threads: int = 0, flip_test: bool = False) -> CenterNetDetector:
         """``threads`` > 0 sets torch's CPU threads (1 is much faster on a busy shared machine)."""
         if threads:
             torch.set_num_threads(threads)
         model, state = load_checkpoint(checkpoint)
         return cls(model.to(torch.device(device)), input_scale=state["input_scale"], max_detections=max_detections,
-                   nms_iou=nms_iou)
+                   nms_iou=nms_iou, flip_test=flip_test)
 
     @property
     def device(self) -> torch.device:
@@ -165,7 +178,7 @@ class CenterNetDetector:
         for i, img in enumerate(small):  # frames of one size share a forward pass
             by_shape.setdefault(img.shape, []).append(i)
         for indices in by_shape.values():
-            out = self.model(to_tensor([small[i] for i in indices], self.device))
+            out = self.forward(to_tensor([small[i] for i in indices], self.device))
             for i, boxes in zip(indices, decode(out, max_detections=self.max_detections)):
                 boxes[:, :4] /= self.input_scale
                 results[i] = nms(as_boxes(boxes), self.nms_iou)

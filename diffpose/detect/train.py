@@ -38,7 +38,7 @@ class TrainConfig:
     seconds: float = 900.0
     batch_size: int = 16
     lr: float = 3e-3
-    input_scale: float = 0.5
+    input_scale: float = 0.75
     width: int = 16
     seed: int = 0
     threads: int = 1  # torch CPU threads (0 = torch default); 1 is far faster on busy shared cores
