@@ -21,7 +21,7 @@ from diffpose.data.transforms import Augmentation
 def measure(seqs, samples, images, *, size, frames, cache, workers, batch, batches) -> float:
     codec = HeatmapCodec(input_size=size, heatmap_size=(size[0] // 4, size[1] // 4), sigma=2.0)
     ds = ClipDataset([s for s, _ in seqs], samples, images, input_size=size, num_frames=frames, codec=codec,
-                     train=True, augmentation=Augmentation(), cache_frames=cache)
+                     train=True, augmentation=Augmentation(), cache_mb=cache)
     loader, sampler = make_loader(ds, batch_size=batch, shuffle=True, workers=workers, drop_last=True)
     n = 0
     started = None
@@ -52,9 +52,9 @@ def main() -> None:
     kw = dict(size=tuple(args.size), frames=args.frames, batch=args.batch, batches=args.batches)
     base = measure(seqs, samples, args.images, cache=0, workers=0, **kw)
     print(f"baseline (no cache, no workers): {base:8.1f} clips/s")
-    for cache, workers in ((1024, 0), (1024, 1), (1024, 2)):
+    for cache, workers in ((1024, 0), (1024, 1), (1024, 2)):  # MB per worker
         rate = measure(seqs, samples, args.images, cache=cache, workers=workers, **kw)
-        print(f"cache {cache:5d}, workers {workers}:        {rate:8.1f} clips/s  ({rate / base:.2f}x)")
+        print(f"cache {cache:5d} MB, workers {workers}:     {rate:8.1f} clips/s  ({rate / base:.2f}x)")
 
 
 if __name__ == "__main__":

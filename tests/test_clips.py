@@ -209,3 +209,18 @@ def test_distributed_shards_cover_the_dataset_once(tiny):
         sampler.set_epoch(1)
         seen += [int(i) for b in loader for i in b["index"]]
     assert sorted(seen) == list(range(len(ds)))
+
+
+def test_frame_cache_evicts_least_recently_used_within_its_memory(tiny):
+    from diffpose.data.clips import FrameCache
+
+    paths = [str(tiny / f"images/train/seq0/{f:06d}.jpg") for f in range(3)]
+    one = cv2.imread(paths[0]).nbytes
+    cache = FrameCache(2.5 * one / 1e6)  # room for two frames
+    for p in (paths[0], paths[1], paths[0], paths[2]):  # paths[1] is the least recently used
+        cache.get(p)
+    assert (cache.hits, cache.misses) == (1, 3)
+    cache.get(paths[0])
+    cache.get(paths[1])
+    assert (cache.hits, cache.misses) == (2, 4) and cache.used <= 2.5 * one
+    assert cache.get(str(tiny / "images/train/seq0/999999.jpg")) is None

@@ -13,7 +13,7 @@ augmentation depend only on (seed, epoch), never on the worker count or on what 
 makes a resumed training exact and works with persistent workers (they never see ``set_epoch``).
 
 Decoding JPEGs dominates the cost: each worker keeps an LRU cache of decoded frames
-(``cache_frames``); neighbouring samples share most of their frames.
+(``cache_mb``); neighbouring samples share most of their frames.
 
 Shapes: T frames, J joints, crop (H, W), heatmaps (h, w).
 """
@@ -46,7 +46,7 @@ class DataConfig:
     box_enlarge: float = 1.25
     frame_stride: int = 1  # gap between neighbouring frames of a clip
     workers: int = 1  # loader processes per training process (0 = in the main process)
-    cache_frames: int = 512  # decoded frames kept per worker (LRU)
+    cache_mb: float = 1024  # memory for decoded frames per worker (LRU)
     augmentation: tf.Augmentation = tf.Augmentation()
 
     @classmethod
@@ -143,10 +143,12 @@ def training_samples(sequences: list[tuple[Sequence, dict]]) -> list[Sample]:
 
 
 class FrameCache:
-    """Decoded RGB frames by path, least recently used evicted first (one per worker process)."""
+    """Decoded frames by path within ``megabytes`` of memory, least recently used evicted first
+    (one per worker process)."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(int(capacity), 0)
+    def __init__(self, megabytes: float) -> None:
+        self.capacity = max(float(megabytes), 0.0) * 1e6
+        self.used = 0
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -164,10 +166,11 @@ class FrameCache:
             if os.path.exists(path):
                 raise DataError(f"{path}: cannot decode image (corrupt or not an image)")
             return None
-        if self.capacity:
+        if img.nbytes <= self.capacity:
             self._items[path] = img
-            if len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            self.used += img.nbytes
+            while self.used > self.capacity:
+                self.used -= self._items.popitem(last=False)[1].nbytes
         return img
 
 
@@ -193,7 +196,7 @@ class ClipDataset(Dataset):
         augmentation: tf.Augmentation | None = None,
         box_enlarge: float = 1.25,
         seed: int = 0,
-        cache_frames: int = 256,
+        cache_mb: float = 256,
     ) -> None:
         if num_frames < 1 or num_frames % 2 == 0:
             raise ValueError(f"num_frames must be odd and >= 1 (key frame in the middle), got {num_frames}")
@@ -208,7 +211,7 @@ class ClipDataset(Dataset):
         self.augmentation = augmentation if train else None
         self.box_enlarge = box_enlarge
         self.seed = seed
-        self.cache = FrameCache(cache_frames)
+        self.cache = FrameCache(cache_mb)
 
     def __len__(self) -> int:
         return len(self.samples)

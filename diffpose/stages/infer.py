@@ -85,7 +85,7 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
     seqs = [s for s, _ in sequences]
     dataset = ClipDataset(seqs, samples, images, input_size=tuple(cfg.input_size), num_frames=cfg.num_frames,
                           frame_stride=frame_stride, box_enlarge=box_enlarge,
-                          cache_frames=int(settings.get("cache_frames", 64)))
+                          cache_mb=256)
     codec = HeatmapCodec(input_size=tuple(cfg.input_size), heatmap_size=tuple(cfg.heatmap_size), sigma=cfg.sigma)
     record = {"infer": settings, "checkpoint": str(checkpoint), "annotations": annotations,
               "model_config": cfg.to_dict() if hasattr(cfg, "to_dict") else {}}

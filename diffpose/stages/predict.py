@@ -102,7 +102,7 @@ def run(*, video: str, checkpoint: str, out: str, boxes: str | None = None, dete
         else:
             samples = detect_boxes(detector, folder, names, score_threshold, progress)
         dataset = ClipDataset([seq], samples, folder, input_size=tuple(cfg.input_size), num_frames=cfg.num_frames,
-                              frame_stride=frame_stride, box_enlarge=box_enlarge, cache_frames=16)
+                              frame_stride=frame_stride, box_enlarge=box_enlarge, cache_mb=256)
         codec = HeatmapCodec(input_size=tuple(cfg.input_size), heatmap_size=tuple(cfg.heatmap_size), sigma=cfg.sigma)
         preds = predict_dataset(model, dataset, codec, batch_size=batch_size, steps=steps, ensemble=ensemble,
                                 progress=progress, desc="pose")

@@ -84,7 +84,7 @@ class TrainConfig:
 
 
 # Settings that change where the computation runs but not its result: not in the fingerprint.
-_NOT_FINGERPRINTED = {"device", "threads", "workers", "cache_frames"}
+_NOT_FINGERPRINTED = {"device", "threads", "workers", "cache_mb"}
 
 
 def fingerprint(model_cfg: dict, train_cfg: TrainConfig, data_cfg: clips.DataConfig, data_version: str) -> str:
@@ -139,7 +139,7 @@ def build_training_data(model_cfg: Any, data_cfg: clips.DataConfig, annotations:
         [s for s, _ in seqs], samples, image_root,
         input_size=tuple(model_cfg.input_size), num_frames=model_cfg.num_frames,
         frame_stride=data_cfg.frame_stride, codec=codec, train=True, augmentation=data_cfg.augmentation,
-        box_enlarge=data_cfg.box_enlarge, seed=seed, cache_frames=data_cfg.cache_frames,
+        box_enlarge=data_cfg.box_enlarge, seed=seed, cache_mb=data_cfg.cache_mb,
     )
     return dataset, clips.data_version([s.source for s, _ in seqs])
 
