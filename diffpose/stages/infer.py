@@ -71,6 +71,10 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
     from diffpose.inference.writer import write_predictions
     from diffpose.tracking import stage_run
 
+    if int(settings.get("threads", 0)) > 0:
+        import torch
+
+        torch.set_num_threads(int(settings["threads"]))
     if model is None:
         model, payload = load_model(checkpoint, settings.get("device", "auto"))
     payload = payload or {}
