@@ -143,6 +143,7 @@ def test_boundary_and_missing_frames_replicate_the_key_frame(tiny, tmp_path):
     _, root = make_tiny_dataset(tmp_path)
     (root / "images/train/seq0/000003.jpg").unlink()
     ds = _dataset(root)
+    assert ds.missing_frames == 1
     mid = next(i for i, s in enumerate(ds.samples) if s.frame == 2 and s.seq == 0)
     frames = ds[mid]["frames"]
     assert torch.equal(frames[2], frames[1]) and not torch.equal(frames[0], frames[1])

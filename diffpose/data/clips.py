@@ -21,6 +21,7 @@ Shapes: T frames, J joints, crop (H, W), heatmaps (h, w).
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 from collections import OrderedDict
@@ -37,6 +38,8 @@ from diffpose.data import keypoints as kp
 from diffpose.data import transforms as tf
 from diffpose.data.posetrack import load_sequence, sequence_files
 from diffpose.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,19 @@ class ClipDataset(Dataset):
         self.box_enlarge = box_enlarge
         self.seed = seed
         self.cache = FrameCache(cache_mb)
+        self.missing_frames = self._count_missing()
+
+    def _count_missing(self) -> int:
+        """Frame files the sequences list but the image root lacks (replaced by the key frame
+        in clips, so a wrong image root would silently remove all temporal context: warn)."""
+        missing = [(seq, name) for seq in self.sequences for name in seq.file_names
+                   if not (self.image_root / name).is_file()]
+        if missing:
+            seq, name = missing[0]
+            log.warning("%d of %d frame files missing under %s (first: %s of %s); clips use the key frame instead",
+                        len(missing), sum(len(s.file_names) for s in self.sequences), self.image_root, name,
+                        seq.source)
+        return len(missing)
 
     def __len__(self) -> int:
         return len(self.samples)
