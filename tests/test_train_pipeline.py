@@ -11,7 +11,7 @@ import yaml
 
 from tests.pipeline_copy import make_copy, run, tool_env
 
-STAGES = ["evaluate@diffpose", "evaluate@baseline"]
+STAGES = ["evaluate@diffpose", "evaluate@baseline", "evaluate_detected@diffpose"]
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,20 @@ def test_repro_trains_both_models_and_evaluates_them(repo):
         metrics = json.loads((root / "results" / "metrics" / f"{name}.json").read_text())
         assert "Total" in json.dumps(metrics)
         assert (root / "results" / "metrics" / f"{name}_degraded.json").exists()
+
+
+def test_repro_detects_people_and_evaluates_on_detected_boxes(repo):
+    root, _ = repo
+    detections = json.loads((root / "results" / "detect" / "val_detections.json").read_text())
+    assert isinstance(detections, list)  # a 100-step tiny detector may find (almost) nobody
+    assert all({"image_id", "file_name", "bbox", "score", "category_id"} <= set(d) for d in detections)
+    box_ap = json.loads((root / "results" / "detect" / "val_box_ap.json").read_text())["box_ap"]
+    assert box_ap["gt_persons"] > 0 and 0.0 <= box_ap["AP50"] <= 1.0
+    preds = sorted(p.name for p in (root / "results" / "predictions_detected" / "diffpose").glob("*.json"))
+    gts = sorted(p.name for p in (root / "data" / "synth" / "annotations" / "val").glob("*.json"))
+    assert preds == gts
+    metrics = json.loads((root / "results" / "metrics" / "diffpose_detected.json").read_text())
+    assert set(metrics) >= {"Head", "Total", "per_joint", "coco"}
 
 
 def test_changing_infer_steps_reruns_only_infer_and_evaluate(repo):

@@ -3,6 +3,7 @@ DCPose/PoseWarper box files) read through diffpose.detect."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -10,6 +11,9 @@ import numpy as np
 from diffpose.data import keypoints as kp
 from diffpose.data.clips import Sample, Sequence, _box_from_keypoints
 from diffpose.errors import DataError
+from diffpose.io import read_json
+
+log = logging.getLogger(__name__)
 
 
 def gt_samples(sequences: list[tuple[Sequence, dict]]) -> list[Sample]:
@@ -40,7 +44,9 @@ def detection_samples(path: str | os.PathLike, sequences: list[tuple[Sequence, d
               for seq, _ in sequences for image_id, name in zip(seq.image_ids, seq.file_names)]
     by_frame = read_boxes(path, frames, ignore_unmatched=True)
     if frames and not by_frame:
-        raise DataError(f"{path}: no boxes for any frame of the {len(sequences)} sequences")
+        if read_json(path):  # boxes, but for other images: the wrong file, or the wrong split
+            raise DataError(f"{path}: no boxes for any frame of the {len(sequences)} sequences")
+        log.warning("%s: the detector found nobody; every frame is written without people", path)
     samples = []
     for s, (seq, _) in enumerate(sequences):
         for i, name in enumerate(seq.file_names):
