@@ -12,10 +12,14 @@ import torch
 
 from diffpose.data.frames import extract_all
 from diffpose.detect.box_ap import recall_at
-from diffpose.detect.centernet import STRIDE, CenterNet, CenterNetDetector, decode, load_checkpoint, save_checkpoint
+from diffpose.detect.centernet import (
+    STRIDE, CenterNet, CenterNetConfig, CenterNetDetector, decode, load_checkpoint, save_checkpoint,
+)
 from diffpose.detect.frames import read_split
 from diffpose.detect.run import detect_frames
-from diffpose.detect.train import Sample, TrainConfig, load_samples, make_targets, train_detector
+from diffpose.detect.train import (
+    Sample, TrainConfig, detector_loss, giou_loss, load_samples, make_batch, make_targets, train_detector,
+)
 from diffpose.errors import DataError
 from diffpose.stages import synth
 
@@ -47,6 +51,46 @@ def test_targets_decode_back_to_the_boxes():
     flipped = make_targets(sample, (16, 24), flip=True)
     assert flipped["centre"].sum() == 2
     assert flipped["weight"][12, 2] == 0 and flipped["weight"][12, 20] == 1  # the polygon moved to the left
+
+
+def test_giou_loss_and_its_place_in_the_detector_loss():
+    box = torch.tensor([[0.0, 0.0, 2.0, 4.0]])
+    assert giou_loss(box, box).item() == pytest.approx(0.0, abs=1e-6)
+    half = giou_loss(box, torch.tensor([[1.0, 0.0, 3.0, 4.0]])).item()  # IoU 1/3, hull = union
+    assert half == pytest.approx(2 / 3, abs=1e-5)
+    apart = giou_loss(box, torch.tensor([[3.0, 0.0, 5.0, 4.0]])).item()  # IoU 0, hull 20 vs union 16
+    assert apart == pytest.approx(1.2, abs=1e-5)
+
+    sample = Sample(image=np.full((64, 96, 3), 128, np.uint8), boxes=np.array([[10.0, 12.0, 20.0, 44.0]]),
+                    ignore_boxes=np.zeros((0, 4)), regions=[])
+    x, targets = make_batch([sample], np.random.default_rng(0), torch.device("cpu"), augmented=False)
+    perfect = {"heat": torch.where(targets["heat"][:, None] == 1, 9.0, -9.0), "size": targets["size"].clone(),
+               "offset": targets["offset"].clone()}
+    wrong = {**perfect, "size": (targets["size"] + 0.5).requires_grad_()}
+    assert detector_loss(perfect, targets, giou_weight=2.0)["giou"].item() == pytest.approx(0.0, abs=1e-5)
+    plain, with_giou = detector_loss(wrong, targets), detector_loss(wrong, targets, giou_weight=2.0)
+    assert "giou" not in plain and with_giou["giou"].item() > 0.1
+    assert with_giou["total"].item() == pytest.approx(plain["total"].item() + 2 * with_giou["giou"].item(), rel=1e-5)
+    with_giou["total"].backward()
+    assert wrong["size"].grad.abs().sum() > 0
+
+
+def test_conv_heads_round_trip_and_old_checkpoints_still_load(tmp_path):
+    model = CenterNet(CenterNetConfig(width=8, head_conv=8)).eval()
+    assert isinstance(model.heads["size"], torch.nn.Sequential)
+    assert model.heads["heat"][-1].bias.item() == pytest.approx(-2.19)
+    path = tmp_path / "conv.pt"
+    save_checkpoint(path, model, input_scale=1.0)
+    reloaded, state = load_checkpoint(path)
+    assert state["model_args"] == {"width": 8, "head_conv": 8}
+    x = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x)["size"], model(x)["size"])
+    old = torch.load(path, weights_only=True)  # a checkpoint from before head_conv existed
+    plain = CenterNet(CenterNetConfig(width=8))
+    old.update(model_args={"width": 8}, state_dict=plain.state_dict())
+    torch.save(old, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt")[0].config.head_conv == 0
 
 
 def constant_box_recall(samples, truth_frames, truth, scale):

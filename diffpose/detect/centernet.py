@@ -39,12 +39,23 @@ STD = (0.25, 0.25, 0.25)
 @dataclass(frozen=True)
 class CenterNetConfig:
     width: int = 16  # channels at stride 2; x2 at stride 4 and in the heads, x4 at strides 8 and 16
+    head_conv: int = 0  # > 0: each head is 3x3 conv (this many channels) + ReLU + 1x1, as in CenterNet; 0: 1x1
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
     )
+
+
+def _head(cin: int, hidden: int, cout: int) -> nn.Module:
+    if not hidden:
+        return nn.Conv2d(cin, cout, 1)
+    return nn.Sequential(nn.Conv2d(cin, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, cout, 1))
+
+
+def _last(head: nn.Module) -> nn.Conv2d:
+    return head[-1] if isinstance(head, nn.Sequential) else head  # type: ignore[return-value]
 
 
 class CenterNet(nn.Module):
@@ -62,9 +73,10 @@ class CenterNet(nn.Module):
         self.lat8 = nn.Conv2d(4 * w, 4 * w, 1)
         self.lat4 = nn.Conv2d(2 * w, 4 * w, 1)
         self.fuse = nn.Sequential(_block(4 * w, 2 * w), _block(2 * w, 2 * w))
-        self.heads = nn.ModuleDict({name: nn.Conv2d(2 * w, ch, 1) for name, ch in (("heat", 1), ("size", 2), ("offset", 2))})
+        self.heads = nn.ModuleDict({name: _head(2 * w, config.head_conv, ch)
+                                    for name, ch in (("heat", 1), ("size", 2), ("offset", 2))})
         # start from "almost no person anywhere" (focal-loss prior 0.1), as CenterNet does
-        nn.init.constant_(self.heads["heat"].bias, -2.19)
+        nn.init.constant_(_last(self.heads["heat"]).bias, -2.19)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f4 = self.s4(self.s2(x))

@@ -43,6 +43,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1  # torch CPU threads (0 = torch default); 1 is far faster on busy shared cores
     augment: bool = True
+    head_conv: int = 0  # > 0: 3x3 conv of this many channels in front of each output head
+    giou_weight: float = 0.0  # > 0: add a GIoU loss on the box decoded at each centre cell
+    gaussian_alpha: float = 0.54  # centre Gaussian sigma = alpha * box side / 6 (TTFNet's 0.54)
 
 
 @dataclass
@@ -83,7 +86,7 @@ def load_samples(annotations: str | os.PathLike, image_root: str | os.PathLike, 
     return samples
 
 
-def make_targets(sample: Sample, shape: tuple[int, int], flip: bool) -> dict[str, np.ndarray]:
+def make_targets(sample: Sample, shape: tuple[int, int], flip: bool, *, alpha: float = 0.54) -> dict[str, np.ndarray]:
     """Targets on the (h, w) output grid: heat (h, w), weight (h, w) of the heatmap loss,
     size (2, h, w) as log cells, offset (2, h, w), centre mask (h, w)."""
     h, w = shape
@@ -112,7 +115,7 @@ def make_targets(sample: Sample, shape: tuple[int, int], flip: bool) -> dict[str
         ix, iy = int(np.floor(cx)), int(np.floor(cy))
         if not (0 <= ix < w and 0 <= iy < h) or bw <= 0 or bh <= 0:
             continue
-        sx, sy = max(0.54 * bw / STRIDE / 6, 0.6), max(0.54 * bh / STRIDE / 6, 0.6)
+        sx, sy = max(alpha * bw / STRIDE / 6, 0.6), max(alpha * bh / STRIDE / 6, 0.6)
         gauss = np.exp(-((xs - ix) ** 2) / (2 * sx * sx) - ((ys - iy) ** 2) / (2 * sy * sy))
         gauss[iy, ix] = 1.0
         np.maximum(heat, gauss, out=heat)
@@ -133,7 +136,26 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor)
     return (pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1)
 
 
-def detector_loss(out: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _corners(size: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Box corners x0, y0, x1, y1 (N, 4) in cells relative to the centre cell, from log sizes and
+    offsets (N, 2)."""
+    wh = size.clamp(max=8.0).exp()
+    return torch.cat([offset - wh / 2, offset + wh / 2], dim=1)
+
+
+def giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - generalised IoU (Rezatofighi et al. 2019) of corner boxes (N, 4) -> (N,)."""
+    area_p = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
+    area_t = (target[:, 2] - target[:, 0]) * (target[:, 3] - target[:, 1])
+    lo, hi = torch.maximum(pred[:, :2], target[:, :2]), torch.minimum(pred[:, 2:], target[:, 2:])
+    inter = (hi - lo).clamp(min=0).prod(dim=1)
+    union = area_p + area_t - inter
+    hull = (torch.maximum(pred[:, 2:], target[:, 2:]) - torch.minimum(pred[:, :2], target[:, :2])).prod(dim=1)
+    return 1 - inter / union.clamp(min=1e-6) + (hull - union) / hull.clamp(min=1e-6)
+
+
+def detector_loss(out: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], *,
+                  giou_weight: float = 0.0) -> dict[str, torch.Tensor]:
     centre = targets["centre"][:, None]
     n = centre.sum().clamp(min=1)
     parts = {
@@ -142,6 +164,17 @@ def detector_loss(out: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
         "offset": (F.l1_loss(out["offset"], targets["offset"], reduction="none") * centre).sum() / n,
     }
     parts["total"] = parts["heat"] + parts["size"] + parts["offset"]
+    if giou_weight > 0:
+        at = targets["centre"] > 0  # (B, h, w)
+        def pick(t: torch.Tensor) -> torch.Tensor:  # (B, 2, h, w) -> (N, 2) at the centre cells
+            return t.permute(0, 2, 3, 1)[at]
+        if at.any():
+            loss = giou_loss(_corners(pick(out["size"]), pick(out["offset"])),
+                             _corners(pick(targets["size"]), pick(targets["offset"]))).mean()
+        else:
+            loss = out["size"].sum() * 0
+        parts["giou"] = loss
+        parts["total"] = parts["total"] + giou_weight * loss
     return parts
 
 
@@ -196,7 +229,7 @@ def augment(sample: Sample, rng: np.random.Generator, *, scale: tuple[float, flo
 
 
 def make_batch(samples: list[Sample], rng: np.random.Generator, device: torch.device, *,
-               augmented: bool = True) -> tuple[torch.Tensor, dict]:
+               augmented: bool = True, alpha: float = 0.54) -> tuple[torch.Tensor, dict]:
     """Images (augmented, see ``augment``) padded to one size, and their targets."""
     if augmented:
         samples = [augment(s, rng) for s in samples]
@@ -204,7 +237,7 @@ def make_batch(samples: list[Sample], rng: np.random.Generator, device: torch.de
     wmax = max(s.image.shape[1] for s in samples)
     x = to_tensor([_pad_to(s.image, (hmax, wmax)) for s in samples], device)
     grid = (x.shape[-2] // STRIDE, x.shape[-1] // STRIDE)
-    per = [make_targets(s, grid, flip=False) for s in samples]
+    per = [make_targets(s, grid, flip=False, alpha=alpha) for s in samples]
     for t, s in zip(per, samples):  # padding is neither person nor background
         t["weight"][(s.image.shape[0] + STRIDE - 1) // STRIDE:, :] = 0
         t["weight"][:, (s.image.shape[1] + STRIDE - 1) // STRIDE:] = 0
@@ -234,7 +267,7 @@ def _train(samples: list[Sample], config: TrainConfig, *, progress: bool, log_ev
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = CenterNet(CenterNetConfig(width=config.width))
+    model = CenterNet(CenterNetConfig(width=config.width, head_conv=config.head_conv))
     device = torch.device("cpu")
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=config.max_steps,
@@ -257,8 +290,8 @@ def _train(samples: list[Sample], config: TrainConfig, *, progress: bool, log_ev
             order, cursor = rng.permutation(len(samples)), 0
         chosen = [samples[i] for i in order[cursor : cursor + config.batch_size]]
         cursor += config.batch_size
-        x, targets = make_batch(chosen, rng, device, augmented=config.augment)
-        losses = detector_loss(model(x), targets)
+        x, targets = make_batch(chosen, rng, device, augmented=config.augment, alpha=config.gaussian_alpha)
+        losses = detector_loss(model(x), targets, giou_weight=config.giou_weight)
         optimiser.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimiser.step()
