@@ -109,18 +109,18 @@ def test_kill_9_leaves_no_partial_frame_and_rerun_completes(videos_dir: Path, tm
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**__import__("os").environ, "DIFFPOSE_TRACKING": "off"})
     deadline = time.time() + 60
-    while time.time() < deadline and len(list(seq_dir.glob("*.jpg"))) < 50:
+    while time.time() < deadline and len(list(seq_dir.glob("0*.jpg"))) < 50:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    partial = sorted(seq_dir.glob("*.jpg"))
+    partial = sorted(p for p in seq_dir.glob("*.jpg") if not p.name.startswith("."))  # final names only
     assert 50 <= len(partial) < 795, "the kill should land mid-video"
     for frame in partial:  # every file under a final name is a whole JPEG
         assert cv2.imread(str(frame)) is not None, frame
     assert not (out / ".done" / "val" / "000005_mpii_test.json").exists()
     results = extract_all(videos.parent, out, workers=1, progress=False)
     assert not results[0].skipped and results[0].error is None
-    assert len(list(seq_dir.glob("*.jpg"))) == _count_frames(videos / "000005_mpii_test.avi")[0]
+    assert len(list(seq_dir.glob("0*.jpg"))) == _count_frames(videos / "000005_mpii_test.avi")[0]
     assert not list(seq_dir.glob(".*"))
 
 
