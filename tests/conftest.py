@@ -43,3 +43,15 @@ def _isolated_mlflow(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     store.parent.mkdir(parents=True, exist_ok=True)
     if "MLFLOW_TRACKING_URI" not in os.environ or os.environ.get("DIFFPOSE_TEST_KEEP_URI") != "1":
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models run fastest on one thread (and do not fight other processes for both cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+

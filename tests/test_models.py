@@ -23,13 +23,7 @@ from diffpose.models.factory import build_model
 TINY = ModelConfig.preset("tiny")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest on one thread (and do not fight other processes for both cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _clips(cfg: ModelConfig, n: int = 2, seed: int = 0):

@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from diffpose.errors import DataError
 from diffpose.models.config import BACKBONE_STRIDE, VIT_SIZES, ModelConfig
-from diffpose.models.layers import ResidualBlock, TransformerBlock, conv_bn_relu
+from diffpose.models.layers import ResidualBlock, TransformerBlock, conv_bn_relu, state_dict_mismatch
 
 
 class PatchEmbed(nn.Module):
@@ -182,19 +182,7 @@ def load_vitpose_weights(vit: ViT, source: str | os.PathLike | Mapping[str, torc
         raise DataError(f"{name}: not a ViTPose checkpoint ({err})") from None
     if "pos_embed" in state:
         state["pos_embed"] = interpolate_pos_embed(state["pos_embed"], vit.grid)
-    own = vit.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s) e.g. {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s) e.g. {unexpected[:3]}")
-        if shape:
-            k = shape[0]
-            parts.append(f"shape mismatch at {k}: checkpoint {tuple(state[k].shape)} "
-                         f"vs model {tuple(own[k].shape)}")
-        raise DataError(f"{name}: ViTPose weights do not fit this ViT ({'; '.join(parts)})")
+    mismatch = state_dict_mismatch(vit.state_dict(), state)
+    if mismatch:
+        raise DataError(f"{name}: ViTPose weights do not fit this ViT ({mismatch})")
     vit.load_state_dict(state, strict=True)

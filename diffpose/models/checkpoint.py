@@ -18,6 +18,7 @@ from diffpose.errors import ConfigError, DataError
 from diffpose.io import atomic_path
 from diffpose.models.base import PoseModel
 from diffpose.models.config import ModelConfig
+from diffpose.models.layers import state_dict_mismatch
 
 FORMAT = "diffpose-checkpoint"
 VERSION = 1
@@ -80,20 +81,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *,
         raise DataError(f"{path}: checkpoint holds a '{cfg.arch}' model, expected '{expect_arch}'")
     model = build_model(cfg)
     state = payload["state_dict"]
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state)
-                   if not isinstance(state[k], torch.Tensor) or state[k].shape != own[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) e.g. {missing[0]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s) e.g. {unexpected[0]}")
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatch(es) e.g. {wrong[0]}")
-        raise DataError(f"{path}: weights do not match the stored '{cfg.arch}' config ({'; '.join(parts)})")
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise DataError(f"{path}: weights do not match the stored '{cfg.arch}' config ({mismatch})")
     model.load_state_dict(state, strict=True)
     if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
         model.to(map_location)

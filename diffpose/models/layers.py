@@ -137,3 +137,23 @@ class MapTransformer(nn.Module):
         for blk in self.blocks:
             tokens = blk(tokens)
         return self.norm(tokens).transpose(1, 2).reshape(b, c, h, w)
+
+
+def state_dict_mismatch(own: dict[str, torch.Tensor], state: dict) -> str:
+    """Why ``state`` cannot be loaded into a module whose state dict is ``own``: missing keys,
+    unexpected keys and shape mismatches, each with examples; ``""`` when every key fits."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state)
+                   if not isinstance(state[k], torch.Tensor) or state[k].shape != own[k].shape)
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) e.g. {missing[:3]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) e.g. {unexpected[:3]}")
+    if wrong:
+        k = wrong[0]
+        stored = tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else type(state[k]).__name__
+        parts.append(f"{len(wrong)} shape mismatch(es) e.g. {k}: stored {stored} vs model {tuple(own[k].shape)}")
+    return "; ".join(parts)
+
