@@ -264,6 +264,10 @@ def train(
                         "fingerprint": fp, "history": state.history, "model_name": name,
                         "data_version": version})
                     tracker.log_metrics({k: v for k, v in metrics.items() if k != "clips"}, step=epoch + 1)
+                    if not progress:  # one line per epoch in logs (dvc repro, Slurm) instead of a bar
+                        print(f"diffpose train: {name} epoch {epoch + 1}/{train_cfg.epochs} "
+                              + " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
+                              file=sys.stderr, flush=True)
                 dist_util.barrier(ctx)
             seconds = time.perf_counter() - started
             in_sync = _ranks_in_sync(ctx, model)
