@@ -128,21 +128,35 @@ def load_sequences(annotations: str | os.PathLike | list) -> list[tuple[Sequence
     return out
 
 
-def training_samples(sequences: list[tuple[Sequence, dict]]) -> list[Sample]:
-    """One sample per annotated person with at least one labelled keypoint (GT boxes; a missing
-    ``bbox`` is taken from the labelled keypoints' extent)."""
+def person_samples(sequences: list[tuple[Sequence, dict]], *, labelled_only: bool) -> list[Sample]:
+    """One sample (score 1) per GT person with a usable box; a missing ``bbox`` is taken from the
+    labelled keypoints' extent.
+
+    ``labelled_only``: training, keep only people with at least one labelled keypoint and carry
+    their keypoints (the targets); otherwise (inference on GT boxes) keep every boxed person and
+    no keypoints."""
     samples: list[Sample] = []
     for s, (seq, obj) in enumerate(sequences):
         position = {image_id: i for i, image_id in enumerate(seq.image_ids)}
         for ann in obj.get("annotations", []):
-            kpts = np.asarray(ann["keypoints"], dtype=np.float64).reshape(kp.NUM_KEYPOINTS, 3)
-            if not (kpts[:, 2] > 0).any():
+            kpts = None
+            if "keypoints" in ann:
+                kpts = np.asarray(ann["keypoints"], dtype=np.float64).reshape(kp.NUM_KEYPOINTS, 3)
+            if labelled_only and (kpts is None or not (kpts[:, 2] > 0).any()):
                 continue
-            box = tuple(float(v) for v in ann["bbox"]) if "bbox" in ann else _box_from_keypoints(kpts)
+            box = ann.get("bbox")
+            if box is None and kpts is not None:
+                box = _box_from_keypoints(kpts)
             if box is None or box[2] <= 0 or box[3] <= 0:
                 continue
-            samples.append(Sample(s, position[ann["image_id"]], box, 1.0, kpts, int(ann.get("track_id", -1))))
+            samples.append(Sample(s, position[ann["image_id"]], tuple(float(v) for v in box), 1.0,
+                                  kpts if labelled_only else None, int(ann.get("track_id", -1))))
     return samples
+
+
+def training_samples(sequences: list[tuple[Sequence, dict]]) -> list[Sample]:
+    """One sample per annotated person with at least one labelled keypoint (GT boxes)."""
+    return person_samples(sequences, labelled_only=True)
 
 
 class FrameCache:

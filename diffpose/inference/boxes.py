@@ -8,8 +8,7 @@ import os
 
 import numpy as np
 
-from diffpose.data import keypoints as kp
-from diffpose.data.clips import Sample, Sequence, _box_from_keypoints
+from diffpose.data.clips import Sample, Sequence, person_samples
 from diffpose.errors import DataError
 from diffpose.io import read_json
 
@@ -18,18 +17,7 @@ log = logging.getLogger(__name__)
 
 def gt_samples(sequences: list[tuple[Sequence, dict]]) -> list[Sample]:
     """One sample per annotated person with a box (or labelled keypoints to derive one), score 1."""
-    samples = []
-    for s, (seq, obj) in enumerate(sequences):
-        position = {image_id: i for i, image_id in enumerate(seq.image_ids)}
-        for ann in obj.get("annotations", []):
-            box = ann.get("bbox")
-            if box is None and "keypoints" in ann:
-                box = _box_from_keypoints(np.asarray(ann["keypoints"], dtype=np.float64).reshape(kp.NUM_KEYPOINTS, 3))
-            if box is None or box[2] <= 0 or box[3] <= 0:
-                continue
-            samples.append(Sample(s, position[ann["image_id"]], tuple(float(v) for v in box), 1.0,
-                                  track_id=int(ann.get("track_id", -1))))
-    return samples
+    return person_samples(sequences, labelled_only=False)
 
 
 def detection_samples(path: str | os.PathLike, sequences: list[tuple[Sequence, dict]], *,
