@@ -102,6 +102,25 @@ def test_other_params_do_not_resume_and_rerun_is_idempotent(data, tmp_path):
     assert not _same(before, _weights(out / "model.pt"))
 
 
+def test_changed_training_code_does_not_resume_a_finished_run(data, tmp_path, monkeypatch):
+    """DVC re-runs `train` when its code changed; the persisted last.pt of the old code must then
+    not be taken as a finished run."""
+    from diffpose.training import trainer
+
+    ann, root = data
+    out = tmp_path / "out"
+    params = write_params(tmp_path / "p.yaml", epochs=1)
+    first = train_stage.run(model="tiny", out=str(out), params_path=str(params), annotations=str(ann),
+                            images=str(root), progress=False)
+    assert first["resumed_after_epoch"] == 0
+    real = trainer.code_version()
+    assert len(real) == 64 and real == trainer.code_version()
+    monkeypatch.setattr(trainer, "code_version", lambda: "edited" + real)
+    again = train_stage.run(model="tiny", out=str(out), params_path=str(params), annotations=str(ann),
+                            images=str(root), progress=False)
+    assert again["resumed_after_epoch"] == 0 and again["train_seconds_this_run"] > 0
+
+
 def test_mlflow_run_has_params_metrics_artifact_and_data_version(data, tmp_path):
     import mlflow
 

@@ -87,13 +87,31 @@ class TrainConfig:
 _NOT_FINGERPRINTED = {"device", "threads", "workers", "cache_mb"}
 
 
+# Source that determines the trained weights, relative to the package: an edit here (the same
+# code DVC's train stage depends on) makes an existing last.pt stale, so training starts over
+# instead of "resuming" a run made by other code.
+_TRAINING_SOURCES = ("models", "diffusion", "training", "data/clips.py", "data/transforms.py", "data/codec.py")
+
+
+def code_version() -> str:
+    """sha256 over the training-relevant source files of the installed diffpose package."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for rel in _TRAINING_SOURCES:
+        path = root / rel
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
 def fingerprint(model_cfg: dict, train_cfg: TrainConfig, data_cfg: clips.DataConfig, data_version: str) -> str:
     def strip(d: dict) -> dict:
         return {k: v for k, v in d.items() if k not in _NOT_FINGERPRINTED}
 
     blob = json.dumps(
         {"model": model_cfg, "train": strip(train_cfg.to_dict()), "data": strip(data_cfg.to_dict()),
-         "data_version": data_version},
+         "data_version": data_version, "code_version": code_version()},
         sort_keys=True, default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -163,7 +181,7 @@ def _try_resume(last: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
         return _State()
     extra = payload.get("extra") or {}
     if extra.get("fingerprint") != fp:
-        print(f"diffpose train: {last} was written with other params or data; starting over", file=sys.stderr)
+        print(f"diffpose train: {last} was written with other params, data or code; starting over", file=sys.stderr)
         return _State()
     model.load_state_dict(loaded.state_dict())
     optimizer.load_state_dict(extra["optimizer"])
