@@ -48,7 +48,7 @@ def test_config_round_trip_and_unknown_keys():
     with pytest.raises(ConfigError, match="unknown key.*lmsfl"):
         ModelConfig.from_dict({**cfg.to_dict(), "lmsfl": False})
     with pytest.raises(ConfigError, match="heatmap_size"):
-        cfg.replace(heatmap_size=[32, 24])
+        cfg.replace(heatmap_size=[16, 12])
     with pytest.raises(ConfigError, match="vit_size"):
         cfg.replace(backbone="vit", vit_size="XL")
     with pytest.raises(ConfigError, match="unknown preset"):
@@ -70,6 +70,20 @@ def test_paper_preset_and_defaults_follow_the_notes():
     assert (cfg.timesteps, cfg.schedule, cfg.schedule_s, cfg.signal_scale, cfg.ddim_eta) == (
         1000, "cosine", 0.008, 2.0, 1.0)
     assert cfg.ensemble_combine == "mean_heatmap" and cfg.lmsfi and cfg.feature_size == (16, 12)
+
+
+def test_conv_backbone_stride_sets_the_grid_and_heatmaps():
+    """conv: one stride-2 stage per width; heatmaps are always 4x the condition grid."""
+    assert (TINY.backbone_stride, TINY.feature_size, TINY.heatmap_size) == (16, (4, 3), (16, 12))
+    demo = ModelConfig.preset("demo_diffpose")
+    assert (demo.backbone_stride, demo.feature_size, demo.heatmap_size) == (8, (8, 6), (32, 24))
+    assert ModelConfig.preset("paper").backbone_stride == 16
+    with pytest.raises(ConfigError, match=r"heatmap_size: expected 4 x the condition grid \(input / 8\) = \(32, 24\)"):
+        TINY.replace(conv_widths=[8, 16, 16])
+    with pytest.raises(ConfigError, match="conv_widths: expected 2 to 5 widths"):
+        TINY.replace(conv_widths=[8])
+    with pytest.raises(ConfigError, match="input_size: expected .* divisible by the backbone stride 32"):
+        TINY.replace(conv_widths=[8, 8, 8, 8, 8], input_size=[80, 48], heatmap_size=[8, 4])
 
 
 def test_resolve_applies_preset_then_overrides():
@@ -106,6 +120,8 @@ VARIANTS = {
     "baseline_unit": {"arch": "baseline", "num_frames": 1, "baseline_target": "unit"},
     "vit_small": {"backbone": "vit", "vit_size": "S", "input_size": [64, 48], "heatmap_size": [16, 12]},
     "input_96x64": {"input_size": [96, 64], "heatmap_size": [24, 16]},
+    "conv_stride8": {"conv_widths": [8, 16, 16], "heatmap_size": [32, 24]},
+    "baseline_stride8": {"arch": "baseline", "num_frames": 1, "conv_widths": [8, 16, 16], "heatmap_size": [32, 24]},
 }
 
 

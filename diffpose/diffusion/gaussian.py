@@ -41,7 +41,8 @@ class HeatmapDiffusion(nn.Module):
     # -- training -------------------------------------------------------------------------------
     def sample_timesteps(self, batch: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """``[B]`` integer timesteps: uniform on [0, T) (DiffusionDet), or ``T * u**power``
-        (``power`` > 1 favours small t, where x_t still carries the pose)."""
+        (``power`` > 1 favours small t, where x_t still carries the pose; ``power`` < 1 favours t near
+        T, the pure-noise input every DDIM run starts from and a one-step run predicts from)."""
         dev = self.alpha_bar.device
         if self.timestep_sampling == "uniform":
             return torch.randint(0, self.timesteps, (batch,), device=dev, generator=generator)

@@ -1,4 +1,4 @@
-"""Per-frame backbones, output stride 16: ``[N, 3, H, W] -> [N, C, H/16, W/16]``.
+"""Per-frame backbones: ``[N, 3, H, W] -> [N, C, H/s, W/s]`` (ViT: s = 16; conv: s = 2 ** stages).
 
 * ``ViT``: the ViTPose layout (Xu et al., *ViTPose*, NeurIPS 2022): a 16x16 patch embedding with
   padding 2, an absolute position embedding with a class-token slot that is *added* to every patch
@@ -6,7 +6,7 @@
   local ViTPose/mmpose checkpoint (keys ``backbone.patch_embed.proj.weight``, ``backbone.pos_embed``,
   ``backbone.blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``backbone.last_norm``)
   and interpolates the position embedding when the token grid differs.
-* ``ConvBackbone``: a small stride-16 CNN for the CPU demo.
+* ``ConvBackbone``: a small CNN for the CPU demo, one stride-2 stage per width.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _init_vit(m: nn.Module) -> None:
 
 
 class ConvBackbone(nn.Module):
-    """Four stride-2 stages (3x3 conv + BN + ReLU, then ``blocks`` residual blocks) -> stride 16."""
+    """One stride-2 stage per width (3x3 conv + BN + ReLU, then ``blocks`` residual blocks)."""
 
     def __init__(self, widths: tuple[int, ...], blocks: int = 1):
         super().__init__()

@@ -23,7 +23,7 @@ class SimpleBaseline(PoseModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         if len(cfg.baseline_deconv) != 2:
-            raise ConfigError(f"model config: baseline_deconv: expected two widths (stride 16 -> 4), "
+            raise ConfigError(f"model config: baseline_deconv: expected two widths (condition grid -> x4 heatmaps), "
                               f"got {list(cfg.baseline_deconv)}")
         self.backbone = build_backbone(cfg)
         layers, cin = [], self.backbone.out_channels
