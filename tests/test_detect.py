@@ -134,6 +134,9 @@ def test_precomputed_coco_results_on_real_posetrack18(tmp_path, posetrack18_dir)
     ap = m["box_ap"]
     print(f"\nprecomputed (mmpose fixture boxes, thr 0.2): {ap}")
     assert 0.0 < ap["AP"] < 1.0 and ap["recall50"] > 0.8
+    # box_ap: COCO protocol over every box; box_ap_kept: the boxes written (>= 0.2)
+    assert ap["detections_scored"] == len(source) > len(dets) == m["box_ap_kept"]["detections_scored"]
+    assert m["box_ap_kept"] == box_ap(dets, read_split(posetrack18_dir / "annotations" / "val")[1])
 
 
 def test_precomputed_dcpose_layout_with_foreign_prefixes(tmp_path, posetrack18_dir):
