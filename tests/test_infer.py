@@ -108,3 +108,56 @@ def test_cli_overrides_replace_params():
     params = {"infer": dict(SETTINGS)}
     s = infer.infer_settings(params, steps=4, ensemble=None, boxes="dets.json")
     assert (s["steps"], s["ensemble"], s["boxes"]) == (4, 1, "dets.json")
+
+
+class MirrorOracle(OracleModel):
+    """A perfect, mirror-aware model: on the mirrored crops of a batch (the predictor's second call)
+    it returns the mirrored ground truth with left and right swapped, as a real model would."""
+
+    def __init__(self, annotations) -> None:
+        super().__init__(annotations)
+        self.done, self.last, self.mirrored_calls = 0, None, 0
+
+    def predict(self, frames, *, steps=1, ensemble=1, generator=None):
+        mirrored = self.last is not None and torch.equal(frames, self.last.flip(-1))
+        self.last = None if mirrored else frames
+        if mirrored:
+            self.mirrored_calls += 1
+            return self.batch.flip(-1)[:, torch.as_tensor(kp.FLIP_INDEX)]
+        self.batch = torch.stack(self.targets[self.done : self.done + frames.shape[0]])
+        self.done += frames.shape[0]
+        return self.batch
+
+
+def test_flip_test_keeps_a_perfect_mirror_aware_model_perfect(tmp_path):
+    from diffpose.evaluation.posetrack_map import evaluate_folders
+
+    ann_dir, root = make_tiny_dataset(tmp_path / "data", split="val", sequences=1, frames=6)
+    model = MirrorOracle(ann_dir)
+    out = tmp_path / "pred"
+    metrics = infer.run(checkpoint="x/model.pt", annotations=str(ann_dir), images=str(root), out=str(out),
+                        settings=dict(SETTINGS, flip_test=True), model=model, payload={}, progress=False)
+    assert metrics["flip_test"] is True and model.mirrored_calls == model.done // SETTINGS["batch_size"] + (
+        model.done % SETTINGS["batch_size"] > 0)
+    assert evaluate_folders(ann_dir, out)["Total"] > 99.0
+
+
+def test_unflip_moves_columns_and_swaps_left_and_right():
+    """A peak the model puts on the mirrored crop's left wrist at column c is the unmirrored crop's
+    right wrist at column w - 1 - c; centre-line joints only move."""
+    from diffpose.inference.predictor import unflip_heatmaps
+
+    j, h, w = kp.NUM_KEYPOINTS, 8, 6
+    mirrored = torch.zeros(1, j, h, w)
+    lw, rw, nose = kp.NAME_TO_INDEX["left_wrist"], kp.NAME_TO_INDEX["right_wrist"], kp.NAME_TO_INDEX["nose"]
+    mirrored[0, lw, 3, 1] = 1.0
+    mirrored[0, nose, 2, 0] = 1.0
+    back = unflip_heatmaps(mirrored)
+    assert back[0, rw, 3, w - 2] == 1.0 and back[0, lw].sum() == 0
+    assert back[0, nose, 2, w - 1] == 1.0
+    assert torch.equal(unflip_heatmaps(back), mirrored)
+
+
+def test_flip_test_is_off_unless_asked():
+    assert infer.infer_settings({"infer": dict(SETTINGS)}).get("flip_test", False) is False
+    assert infer.infer_settings({"infer": dict(SETTINGS)}, flip_test=True)["flip_test"] is True

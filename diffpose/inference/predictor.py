@@ -1,7 +1,10 @@
 """Batched prediction: clips -> sampled heatmaps -> keypoints in image pixels with scores.
 
 Joint score = heatmap peak x box score (the DCPose-family rule); coordinates are mapped from the
-crop back to the image through each sample's inverse affine.
+crop back to the image through each sample's inverse affine. With ``flip_test`` every clip is also
+predicted mirrored, and the mirrored heatmaps, flipped back with left and right swapped, are averaged
+in (the field's usual test-time flip). The codec's cell-centred mapping makes a flip of the crop a
+flip of the heatmap grid, so no half-cell shift is applied.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from diffpose.data.keypoints import FLIP_INDEX
 from diffpose.data.transforms import apply_affine, invert_affine
 
 
@@ -36,10 +40,15 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def unflip_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
+    """Heatmaps ``[B, J, h, w]`` predicted on mirrored crops -> the unmirrored crops' heatmaps."""
+    return heatmaps.flip(-1)[:, torch.as_tensor(FLIP_INDEX, device=heatmaps.device)]
+
+
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int = 32, steps: int = 1,
                     ensemble: int = 1, seed: int = 0, workers: int = 0, progress: bool = True,
-                    desc: str = "infer") -> Predictions:
+                    desc: str = "infer", flip_test: bool = False) -> Predictions:
     """Run ``model.predict`` over every clip of ``dataset`` (a ClipDataset in inference mode).
 
     The sampler's noise comes from one generator seeded with ``seed``, so a rerun gives the same
@@ -61,6 +70,9 @@ def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int =
         for batch in loader:
             frames = batch["frames"].to(device, non_blocking=True).float().div_(255.0)
             heatmaps = model.predict(frames, steps=steps, ensemble=ensemble, generator=generator)
+            if flip_test:
+                mirrored = model.predict(frames.flip(-1), steps=steps, ensemble=ensemble, generator=generator)
+                heatmaps = (heatmaps + unflip_heatmaps(mirrored)) / 2
             coords, peaks = codec.decode(heatmaps.float().cpu())
             coords = np.asarray(coords, dtype=np.float64)
             peaks = np.asarray(peaks, dtype=np.float64)

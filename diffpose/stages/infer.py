@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--boxes", default=None, help="'gt' or a detection file (COCO results); default infer.boxes")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default infer.steps)")
     parser.add_argument("--ensemble", type=int, default=None, help="noise starts averaged (default infer.ensemble)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                        help="also predict mirrored crops and average (default infer.flip_test)")
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -98,7 +100,8 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
         preds = predict_dataset(model, dataset, codec, batch_size=int(settings["batch_size"]),
                                 steps=int(settings["steps"]), ensemble=int(settings["ensemble"]),
                                 seed=int(settings.get("seed", 0)), workers=int(settings.get("workers", 0)),
-                                progress=progress, desc=f"infer {name} (steps {settings['steps']}, K {settings['ensemble']})")
+                                progress=progress, flip_test=bool(settings.get("flip_test", False)),
+                                desc=f"infer {name} (steps {settings['steps']}, K {settings['ensemble']})")
         out_dir = Path(out)
         written = write_predictions(out_dir, seqs, samples, preds.keypoints, preds.scores)
         keep = {p.name for p in written}
@@ -107,17 +110,20 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
                 stale.unlink()
         metrics = {"person_clips": len(samples), "sequences": len(seqs), "seconds": round(preds.seconds, 3),
                    "person_clips_per_second": round(preds.clips_per_second, 2),
-                   "steps": int(settings["steps"]), "ensemble": int(settings["ensemble"])}
+                   "steps": int(settings["steps"]), "ensemble": int(settings["ensemble"]),
+                   "flip_test": bool(settings.get("flip_test", False))}
         tracker.log_metrics(metrics)
     return metrics
 
 
 def main(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    settings = infer_settings(params, args.params, steps=args.steps, ensemble=args.ensemble, boxes=args.boxes)
+    settings = infer_settings(params, args.params, steps=args.steps, ensemble=args.ensemble, boxes=args.boxes,
+                              flip_test=args.flip_test)
     metrics = run(checkpoint=args.checkpoint, annotations=args.annotations, images=args.images, out=args.out,
                   settings=settings, params=params, progress=not args.no_progress)
     print(f"infer: {metrics['person_clips']} person clips in {metrics['sequences']} sequences, "
-          f"{metrics['person_clips_per_second']} clips/s (steps {metrics['steps']}, ensemble {metrics['ensemble']}) "
+          f"{metrics['person_clips_per_second']} clips/s (steps {metrics['steps']}, ensemble {metrics['ensemble']}"
+          f"{', flip test' if metrics['flip_test'] else ''}) "
           f"-> {args.out}", file=sys.stdout)
     return 0

@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--steps", type=int, default=1, help="denoising steps (default 1)")
     parser.add_argument("--ensemble", type=int, default=1, help="noise starts averaged (default 1)")
+    parser.add_argument("--flip-test", action="store_true", help="also predict mirrored crops and average (2x time)")
     parser.add_argument("--max-frames", type=int, default=0, help="only the first N frames (0 = all)")
     parser.add_argument("--score-threshold", type=float, default=0.2, help="minimum box score (default 0.2)")
     parser.add_argument("--draw-threshold", type=float, default=0.2, help="minimum joint score drawn (default 0.2)")
@@ -78,7 +79,7 @@ def detect_boxes(detector_name: str, folder: Path, names: list[str], threshold: 
 
 
 def run(*, video: str, checkpoint: str, out: str, boxes: str | None = None, detector: str = "hog",
-        steps: int = 1, ensemble: int = 1, max_frames: int = 0, score_threshold: float = 0.2,
+        steps: int = 1, ensemble: int = 1, flip_test: bool = False, max_frames: int = 0, score_threshold: float = 0.2,
         draw_threshold: float = 0.2, batch_size: int = 16, device: str = "auto", progress: bool = True) -> dict[str, Any]:
     from diffpose.data.clips import ClipDataset, Sequence
     from diffpose.data.codec import HeatmapCodec
@@ -105,7 +106,7 @@ def run(*, video: str, checkpoint: str, out: str, boxes: str | None = None, dete
                               frame_stride=frame_stride, box_enlarge=box_enlarge, cache_mb=256)
         codec = HeatmapCodec(input_size=tuple(cfg.input_size), heatmap_size=tuple(cfg.heatmap_size), sigma=cfg.sigma)
         preds = predict_dataset(model, dataset, codec, batch_size=batch_size, steps=steps, ensemble=ensemble,
-                                progress=progress, desc="pose")
+                                flip_test=flip_test, progress=progress, desc="pose")
         write_predictions(out_dir, [seq], samples, preds.keypoints, preds.scores)
         by_frame: dict[int, list[int]] = {}
         for i, s in enumerate(samples):
@@ -124,7 +125,8 @@ def run(*, video: str, checkpoint: str, out: str, boxes: str | None = None, dete
 
 def main(args: argparse.Namespace) -> int:
     result = run(video=args.video, checkpoint=args.checkpoint, out=args.out, boxes=args.boxes,
-                 detector=args.detector, steps=args.steps, ensemble=args.ensemble, max_frames=args.max_frames,
+                 detector=args.detector, steps=args.steps, ensemble=args.ensemble, flip_test=args.flip_test,
+                 max_frames=args.max_frames,
                  score_threshold=args.score_threshold, draw_threshold=args.draw_threshold,
                  batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     print(f"predict: {result['people']} people in {result['frames']} frames -> {result['predictions']}, "
