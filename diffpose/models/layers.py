@@ -156,4 +156,3 @@ def state_dict_mismatch(own: dict[str, torch.Tensor], state: dict) -> str:
         stored = tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else type(state[k]).__name__
         parts.append(f"{len(wrong)} shape mismatch(es) e.g. {k}: stored {stored} vs model {tuple(own[k].shape)}")
     return "; ".join(parts)
-

@@ -96,11 +96,12 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
     record = {"infer": settings, "checkpoint": str(checkpoint), "annotations": annotations,
               "model_config": cfg.to_dict() if hasattr(cfg, "to_dict") else {}}
     name = (payload.get("extra") or {}).get("model_name", Path(checkpoint).parent.name)
+    flip_test = bool(settings.get("flip_test", False))
     with stage_run("infer", record, tags={"model": str(name)}) as tracker:
         preds = predict_dataset(model, dataset, codec, batch_size=int(settings["batch_size"]),
                                 steps=int(settings["steps"]), ensemble=int(settings["ensemble"]),
                                 seed=int(settings.get("seed", 0)), workers=int(settings.get("workers", 0)),
-                                progress=progress, flip_test=bool(settings.get("flip_test", False)),
+                                progress=progress, flip_test=flip_test,
                                 desc=f"infer {name} (steps {settings['steps']}, K {settings['ensemble']})")
         out_dir = Path(out)
         written = write_predictions(out_dir, seqs, samples, preds.keypoints, preds.scores)
@@ -111,7 +112,7 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
         metrics = {"person_clips": len(samples), "sequences": len(seqs), "seconds": round(preds.seconds, 3),
                    "person_clips_per_second": round(preds.clips_per_second, 2),
                    "steps": int(settings["steps"]), "ensemble": int(settings["ensemble"]),
-                   "flip_test": bool(settings.get("flip_test", False))}
+                   "flip_test": flip_test}
         tracker.log_metrics(metrics)
     return metrics
 
