@@ -18,7 +18,8 @@ from diffpose.detect.centernet import (
 from diffpose.detect.frames import read_split
 from diffpose.detect.run import detect_frames
 from diffpose.detect.train import (
-    Sample, TrainConfig, detector_loss, giou_loss, load_samples, make_batch, make_targets, train_detector,
+    Sample, TrainConfig, detector_loss, giou_loss, load_samples, make_batch, make_targets, resolve_precision,
+    train_detector,
 )
 from diffpose.errors import DataError
 from diffpose.stages import synth
@@ -129,6 +130,56 @@ def test_training_on_tiny_learns_to_find_people(tiny, tmp_path):
     assert state["history"]["steps"] == 100 and state["input_scale"] == 0.5
 
 
+def test_precision_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    with pytest.raises(DataError, match="precision: 'fp16' is not one of auto, bf16, fp32"):
+        resolve_precision("fp16", cpu)
+    import diffpose.detect.train as train_module
+
+    monkeypatch.setattr(train_module, "_native_cpu_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) is None  # emulated bf16 would be slower than fp32
+    monkeypatch.setattr(train_module, "_native_cpu_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) is torch.bfloat16
+
+
+def _short_run(samples, **changes):
+    config = TrainConfig(max_steps=6, batch_size=4, input_scale=0.5, seed=3, **changes)
+    model, history = train_detector(samples, config, progress=False, log_every=3)
+    return {k: v.clone() for k, v in model.state_dict().items()}, history
+
+
+def test_training_is_seeded_through_the_prefetching_loader(tiny):
+    """Batches are made in a background thread one step ahead; the same seed must still give the
+    same weights, and bf16 autocast must train (finite loss, different rounding from fp32)."""
+    samples = load_samples(tiny / "synth" / "annotations" / "train", tiny / "frames", input_scale=0.5, progress=False)
+    a, ha = _short_run(samples, precision="fp32", channels_last=True)
+    b, _ = _short_run(samples, precision="fp32", channels_last=False)
+    c, hc = _short_run(samples, precision="bf16")
+    assert ha["precision"] == "fp32" and hc["precision"] == "bf16"
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)  # memory layout changes no result
+    assert np.isfinite(hc["loss_last"])
+    assert any(not torch.allclose(a[k].float(), c[k].float()) for k in a if a[k].is_floating_point())
+
+
+def test_non_finite_detector_loss_stops_with_one_line(tiny, monkeypatch):
+    import diffpose.detect.train as train_module
+
+    samples = load_samples(tiny / "synth" / "annotations" / "train", tiny / "frames", input_scale=0.5, progress=False)
+    real = train_module.detector_loss
+
+    def poisoned(out, targets, **kw):
+        parts = real(out, targets, **kw)
+        parts["total"] = parts["total"] * float("nan")
+        return parts
+
+    monkeypatch.setattr(train_module, "detector_loss", poisoned)
+    with pytest.raises(DataError, match=r"detector training: loss is nan at step 1 .*lower detect.train.lr"):
+        _short_run(samples, precision="fp32")
+
+
 def test_bad_checkpoints_are_named(tmp_path):
     with pytest.raises(DataError, match="detector checkpoint not found .*train-detector"):
         CenterNetDetector.from_checkpoint(tmp_path / "none.pt")
@@ -164,3 +215,30 @@ def test_train_detector_then_detect_commands(tiny, tmp_path):
     records = json.loads(dets.read_text())
     assert all(r["score"] >= 0.2 and r["category_id"] == 1 for r in records)
     assert {r["image_id"] for r in records} <= {f.image_id for f in frames}
+
+
+def test_detect_stage_fills_gaps_from_every_frame_and_writes_only_the_chosen(tiny, tmp_path):
+    """With fill_gaps the stage detects on every frame (the frames between labelled ones link the
+    tracks) but writes and scores the chosen frames only; --no-fill-gaps detects on those alone."""
+    from diffpose.stages import detect
+
+    ckpt = tmp_path / "detector.pt"
+    save_checkpoint(ckpt, CenterNet(CenterNetConfig(head_conv=8)), input_scale=0.5)
+    val = tiny / "synth" / "annotations" / "val"
+    every, truth = read_split(val, frames="all")
+    labelled = {f.image_id for f in every if f.labelled}
+    assert len(every) > len(labelled) == len(truth)
+    for fill, detected in ((True, len(every)), (False, len(labelled))):
+        params = detect.resolve_params(None, checkpoint=str(ckpt), fill_gaps=fill, score_threshold=0.0)
+        params["fill_gaps"]["min_score"] = 0.0  # an untrained network: link whatever it finds
+        out = tmp_path / f"fill_{fill}.json"
+        m = detect.run(annotations=str(val), images=str(tiny / "frames"), out=str(out), params=params, progress=False)
+        records = json.loads(out.read_text())
+        assert m["frames_detected"] == detected and m["frames"] == len(labelled)
+        assert {r["image_id"] for r in records} <= labelled
+        assert ("fill_gaps" in m) is fill
+        if fill:
+            assert m["fill_gaps"]["boxes_added"] == sum(1 for r in records if r.get("interpolated"))
+            assert "AP50" in m["fill_gaps"]["box_ap_per_frame"]
+        else:
+            assert not any(r.get("interpolated") for r in records)
