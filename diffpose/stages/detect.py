@@ -7,6 +7,11 @@ split's labelled frames goes to ``--metrics`` (a DVC metric) and to MLflow, twic
 COCO protocol, over every box the detector returns (pycocotools keeps the best 100 per frame), and
 ``box_ap_kept`` over the boxes written, those scoring at least ``score_threshold`` (0.2 in the
 DCPose protocol: the threshold belongs to the pose stage and truncates the precision-recall curve).
+
+With ``fill_gaps.enabled`` the detector runs on every frame of each sequence and the boxes a track
+skips for a few frames are interpolated (``diffpose.detect.temporal``; marked ``interpolated``);
+``box_ap_per_frame`` then scores the detector's own boxes before filling. Off for the paper's
+protocol (precomputed boxes as distributed).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from diffpose.detect.backends import make_detector
 from diffpose.detect.box_ap import box_ap
 from diffpose.detect.frames import FRAME_SETS, read_split
 from diffpose.detect.run import detect_frames
+from diffpose.detect.temporal import GapFill, fill_records
 from diffpose.errors import DataError
 from diffpose.io import write_json
 from diffpose.tracking import stage_run
@@ -40,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "synthetic": {"checkpoint": "models/detector/detector.pt", "max_detections": 100, "nms_iou": 0.6, "device": "cpu",
                   "threads": 1, "flip_test": True},
     "torchvision": {"weights": None, "device": "cpu"},
+    "fill_gaps": {"enabled": True, "min_score": 0.3, "iou": 0.3, "max_gap": 16, "score_factor": 0.8},
 }
 
 
@@ -55,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="override detect.batch_size")
     parser.add_argument("--boxes", help="override detect.precomputed.boxes (DCPose val_boxes.json or COCO results)")
     parser.add_argument("--checkpoint", help="override detect.synthetic.checkpoint")
+    parser.add_argument("--fill-gaps", action=argparse.BooleanOptionalAction, default=None,
+                        help="override detect.fill_gaps.enabled: interpolate boxes a track misses for a few frames")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -68,6 +77,8 @@ def resolve_params(params_file: str | None, **overrides: Any) -> dict[str, Any]:
         cfg.setdefault("precomputed", {})["boxes"] = overrides["boxes"]
     if overrides.get("checkpoint"):
         cfg.setdefault("synthetic", {})["checkpoint"] = overrides["checkpoint"]
+    if overrides.get("fill_gaps") is not None:
+        cfg.setdefault("fill_gaps", copy.deepcopy(DEFAULTS["fill_gaps"]))["enabled"] = overrides["fill_gaps"]
     return cfg
 
 
@@ -93,24 +104,41 @@ def run(
     frames = [f for f in split_frames if f.labelled or params["frames"] == "all"]
     if not frames:
         raise DataError(f"{annotations}: no {params['frames']} frames to detect on")
+    fill = dict(params.get("fill_gaps") or {"enabled": False})
+    fill_on = bool(fill.pop("enabled"))
+    detected = split_frames if fill_on else frames  # filling needs the frames in between
     with stage_run("detect", {"detect": params, "annotations": annotations, "images": images}) as tracker:
         detector = make_detector(backend, options, split_frames)
-        log.info("detect: %s on %d %s frames of %s", backend, len(frames), params["frames"], annotations)
-        result = detect_frames(detector, frames, images, score_threshold=0.0,
+        log.info("detect: %s on %d frames of %s (%s written%s)", backend, len(detected), annotations,
+                 params["frames"], ", gaps filled" if fill_on else "")
+        result = detect_frames(detector, detected, images, score_threshold=0.0,
                                batch_size=int(params["batch_size"]), progress=progress)
-        kept = [r for r in result.records if r["score"] >= threshold]
+        failed = set(result.failed)
+        records = result.records
+        if fill_on:
+            decoded = [f for f in detected if f.file_name not in failed]
+            filled = fill_records(records, decoded, GapFill(**fill))
+            order = {f.image_id: i for i, f in enumerate(frames)}
+            chosen = set(order)
+            per_frame = [r for r in records if r["image_id"] in chosen]
+            records = sorted(per_frame + [r for r in filled if r["image_id"] in chosen],
+                             key=lambda r: (order[r["image_id"]], -r["score"]))
+        kept = [r for r in records if r["score"] >= threshold]
         write_json(out, kept)
         # score the labelled frames that were detected on (an undecodable frame is not scored)
-        failed = set(result.failed)
         done = {f.image_id for f in frames if f.file_name not in failed}
         scored_truth = {k: v for k, v in truth.items() if k in done}
         metrics: dict[str, Any] = {
-            "backend": backend, "score_threshold": threshold, "frames": result.frames,
-            "frames_failed": len(result.failed), "detections": len(kept),
+            "backend": backend, "score_threshold": threshold, "frames": len(done),
+            "frames_detected": result.frames, "frames_failed": len(result.failed), "detections": len(kept),
             "frames_per_second": round(result.frames_per_second, 3),
-            "box_ap": box_ap(result.records, scored_truth),
+            "box_ap": box_ap(records, scored_truth),
             "box_ap_kept": box_ap(kept, scored_truth),
         }
+        if fill_on:
+            metrics["fill_gaps"] = {"boxes_added": sum(1 for r in records if r.get("interpolated")),
+                                    "kept_added": sum(1 for r in kept if r.get("interpolated")),
+                                    "box_ap_per_frame": box_ap(per_frame, scored_truth)}
         if metrics_out:
             write_json(metrics_out, metrics, indent=2)
         tracker.log_metrics({k: v for k, v in metrics.items() if k != "backend"})
@@ -119,7 +147,7 @@ def run(
         if result.failed:
             shown = ", ".join(result.failed[:5]) + (f" and {len(result.failed) - 5} more" if len(result.failed) > 5 else "")
             raise DataError(
-                f"{images}: {len(result.failed)} of {len(frames)} frames could not be decoded ({shown}); "
+                f"{images}: {len(result.failed)} of {len(detected)} frames could not be decoded ({shown}); "
                 f"they were skipped, the other detections are in {out}"
             )
     return metrics
@@ -128,7 +156,7 @@ def run(
 def main(args: argparse.Namespace) -> int:
     params = resolve_params(
         args.params, backend=args.backend, score_threshold=args.score_threshold, frames=args.frames,
-        batch_size=args.batch_size, boxes=args.boxes, checkpoint=args.checkpoint,
+        batch_size=args.batch_size, boxes=args.boxes, checkpoint=args.checkpoint, fill_gaps=args.fill_gaps,
     )
     metrics = run(annotations=args.annotations, images=args.images, out=args.out, params=params,
                   metrics_out=args.metrics, progress=not args.no_progress)

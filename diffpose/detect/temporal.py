@@ -1,0 +1,136 @@
+"""Fill detection gaps along a video: link boxes into tracks, interpolate the frames a track skips.
+
+A per-frame detector loses a person for a few frames when someone walks in front of them, when
+motion blur smears them, or when they are cut by the frame edge; the person is found before and
+after. This pass (offline, on a whole sequence) links each frame's confident boxes to tracks and,
+when a track is found again after a gap of at most ``max_gap`` frames, adds linearly
+interpolated boxes on the frames in between, the linear gap interpolation of ByteTrack (Zhang et
+al. 2022) and the box propagation idea of SimpleBaseline's tracking (Xiao et al. 2018) without
+optical flow.
+
+Linking is greedy on IoU: each live track predicts its box at the current frame with a constant
+velocity (smoothed), and pairs (track, box) are taken in order of decreasing IoU while IoU >=
+``iou``. A box no track takes starts a track. Only boxes scoring >= ``min_score`` take part; the
+others stay in the output untouched. An added box scores ``score_factor`` x the lower score of the
+two boxes it lies between, so it ranks below the detections it was made from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from diffpose.detect.base import EMPTY_BOXES, as_boxes, iou_matrix
+from diffpose.errors import DataError
+
+
+@dataclass(frozen=True)
+class GapFill:
+    min_score: float = 0.3  # boxes that take part in linking
+    iou: float = 0.3  # least IoU between a track's predicted box and a box to link them
+    max_gap: int = 16  # longest run of missed frames (frame numbers) that is filled
+    score_factor: float = 0.8  # an added box scores this x the lower score of its two ends
+
+
+@dataclass
+class _Track:
+    frame: int
+    box: np.ndarray  # x, y, w, h
+    score: float
+    velocity: np.ndarray  # per frame, x, y, w, h
+    length: int = 1
+
+    def predict(self, frame: int) -> np.ndarray:
+        return self.box + self.velocity * (frame - self.frame)
+
+
+def _greedy_pairs(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """(row, column) pairs in order of decreasing IoU, each row and column used once."""
+    rows, cols = np.nonzero(iou >= threshold)
+    order = np.argsort(-iou[rows, cols], kind="stable")
+    taken_r: set[int] = set()
+    taken_c: set[int] = set()
+    pairs = []
+    for k in order:
+        r, c = int(rows[k]), int(cols[k])
+        if r not in taken_r and c not in taken_c:
+            taken_r.add(r)
+            taken_c.add(c)
+            pairs.append((r, c))
+    return pairs
+
+
+def fill_gaps(frames: Sequence[int], boxes: Sequence[np.ndarray], config: GapFill = GapFill()) -> list[np.ndarray]:
+    """Boxes to add to each frame of one sequence.
+
+    ``frames``: frame numbers in increasing order (holes allowed: an undecodable frame is simply
+    absent); ``boxes``: per frame [N, 5] x, y, w, h, score. Returns per frame the [M, 5] added
+    boxes (often none); an added box only lands on a frame number that is in ``frames``.
+    """
+    if len(frames) != len(boxes):
+        raise ValueError(f"{len(frames)} frame numbers but {len(boxes)} box arrays")
+    if any(b <= a for a, b in zip(frames, frames[1:])):
+        raise ValueError("frame numbers must be strictly increasing")
+    index = {int(f): i for i, f in enumerate(frames)}
+    added: list[list[list[float]]] = [[] for _ in frames]
+    tracks: list[_Track] = []
+    for frame, frame_boxes in zip(frames, boxes):
+        frame = int(frame)
+        candidates = as_boxes(frame_boxes)
+        candidates = candidates[candidates[:, 4] >= config.min_score]
+        live = [t for t in tracks if frame - t.frame <= config.max_gap + 1]
+        pairs = []
+        if live and len(candidates):
+            predicted = np.stack([t.predict(frame) for t in live])
+            pairs = _greedy_pairs(iou_matrix(predicted, candidates), config.iou)
+        linked = set()
+        for r, c in pairs:
+            track, box, score = live[r], candidates[c, :4].astype(np.float64), float(candidates[c, 4])
+            gap = frame - track.frame
+            for step in range(1, gap):  # the frames this track skipped
+                target = index.get(track.frame + step)
+                if target is not None:
+                    a = step / gap
+                    added[target].append([*((1 - a) * track.box + a * box), config.score_factor * min(track.score, score)])
+            move = (box - track.box) / gap
+            track.velocity = move if track.length == 1 else 0.5 * track.velocity + 0.5 * move
+            track.frame, track.box, track.score, track.length = frame, box, score, track.length + 1
+            linked.add(c)
+        tracks = live + [
+            _Track(frame, candidates[c, :4].astype(np.float64), float(candidates[c, 4]), np.zeros(4))
+            for c in range(len(candidates)) if c not in linked
+        ]
+    return [as_boxes(rows) if rows else EMPTY_BOXES.copy() for rows in added]
+
+
+def fill_records(records: Sequence[dict], frames: Sequence, config: GapFill = GapFill()) -> list[dict]:
+    """COCO-results records to add, sequence by sequence, for detections ``records`` on ``frames``
+    (``diffpose.detect.frames.Frame``: the frames detected on, any order). Frames are grouped by
+    their folder and ordered by frame number (``frame_key``); added records carry
+    ``"interpolated": true``."""
+    from diffpose.detect.frames import frame_key
+
+    by_image: dict[int, list[list[float]]] = {}
+    for r in records:
+        by_image.setdefault(int(r["image_id"]), []).append([*r["bbox"], r["score"]])
+    sequences: dict[str, list[tuple[int, object]]] = {}
+    for frame in frames:
+        folder, number = frame_key(frame.file_name)
+        if not isinstance(number, int):
+            raise DataError(f"{frame.file_name}: frame name is not a number, so frames cannot be put in time order "
+                            "to fill detection gaps (set detect.fill_gaps.enabled: false)")
+        sequences.setdefault(folder, []).append((number, frame))
+    added: list[dict] = []
+    for folder in sorted(sequences):
+        items = sorted(sequences[folder], key=lambda item: item[0])
+        boxes = [np.asarray(by_image.get(f.image_id, []), np.float32).reshape(-1, 5) for _, f in items]
+        for (_, frame), new in zip(items, fill_gaps([n for n, _ in items], boxes, config)):
+            for x, y, w, h, s in new.tolist():
+                added.append({
+                    "image_id": frame.image_id, "file_name": frame.file_name, "category_id": 1,
+                    "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)], "score": round(s, 5),
+                    "interpolated": True,
+                })
+    return added
