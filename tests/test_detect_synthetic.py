@@ -21,7 +21,7 @@ from diffpose.detect.train import (
     Sample, TrainConfig, detector_loss, giou_loss, load_samples, make_batch, make_targets, resolve_precision,
     train_detector,
 )
-from diffpose.errors import DataError
+from diffpose.errors import ConfigError, DataError
 from diffpose.stages import synth
 
 
@@ -134,7 +134,7 @@ def test_precision_choice(monkeypatch):
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) is None
     assert resolve_precision("bf16", cpu) is torch.bfloat16
-    with pytest.raises(DataError, match="precision: 'fp16' is not one of auto, bf16, fp32"):
+    with pytest.raises(ConfigError, match="precision: .fp16. is not one of auto, bf16, fp32"):
         resolve_precision("fp16", cpu)
     import diffpose.detect.train as train_module
 

@@ -11,6 +11,10 @@ Augmentation (val scenes are new backgrounds and people, so the detector must no
 train scenes): random scale and shift, horizontal flip, per-channel colour gain,
 brightness/contrast, blur and noise. Training stops at ``max_steps`` (deterministic for a seed on
 one machine); ``seconds`` is a wall-clock cap that, when it bites, is logged as such.
+Speed: the forward pass runs under bf16 autocast where the hardware has bf16 instructions
+(``precision: auto``), tensors are channels_last, and the next batch is augmented in a thread
+while the network steps: 2.4x faster per step than fp32 NCHW on this project's CPUs
+(``benchmarks/bench_detector_train.py``). A non-finite loss stops training with one line.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from torch.nn import functional as F
 
 from diffpose.detect.centernet import STRIDE, CenterNet, CenterNetConfig, save_checkpoint, to_tensor
 from diffpose.detect.frames import read_split
-from diffpose.errors import DataError
+from diffpose.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     bfloat16 would be slower. Weights, optimiser state and the loss stay fp32 either way.
     """
     if precision not in PRECISIONS:
-        raise DataError(f"detect.train.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"detect.train.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return None
     if precision == "bf16":
