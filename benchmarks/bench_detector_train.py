@@ -42,6 +42,7 @@ def main() -> None:
     settings = [
         ("baseline: fp32, NCHW, 1 thread", dict(precision="fp32", channels_last=False, threads=1)),
         ("fp32, channels_last, 1 thread", dict(precision="fp32", channels_last=True, threads=1)),
+        ("auto, NCHW, 1 thread", dict(precision="auto", channels_last=False, threads=1)),
         ("auto, channels_last, 1 thread", dict(precision="auto", channels_last=True, threads=1)),
         ("auto, channels_last, 2 threads (default)", dict(precision="auto", channels_last=True, threads=2)),
     ]
