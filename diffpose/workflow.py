@@ -10,7 +10,10 @@ DAG with parallel jobs and cluster executors. Mapping rules:
   rule (a folder's own mtime does not change when a file inside it is edited);
 - an output is a folder when it already is one, or when its name has no suffix;
 - the values of the tracked params keys are part of the rule's params, so a changed param re-runs
-  it in Snakemake just as in DVC.
+  it in Snakemake just as in DVC;
+- a stage's ``meta: {cores: N}`` (DVC ignores ``meta``; ``${...}`` works in it) becomes the rule's
+  ``threads``, so parallel jobs do not oversubscribe the cores (2 torch threads on a core another
+  job uses ran ~16x slower here); N = 0 means all cores, no ``meta.cores`` means 1.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class RuleSpec:
     outputs: tuple[str, ...]
     directories: frozenset[str]  # which outputs are folders
     params: str  # JSON of the tracked params values
+    cores: int = 1  # cores the stage keeps busy (the rule's threads); 0 = all of them
 
 
 def _rule_name(stage: str) -> str:
@@ -61,6 +65,13 @@ def _source_files(path: str, root: Path) -> list[str]:
     return files or [path]
 
 
+def _cores(stage: str, meta: object) -> int:
+    value = meta.get("cores", 1) if isinstance(meta, dict) else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"dvc.yaml: stage {stage}: meta.cores must be a whole number >= 0 (0 = all cores), got {value!r}")
+    return value
+
+
 def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
     """Resolve dvc.yaml under ``root`` into rule specs, in DVC's stage order."""
     from dvc.dependency.param import ParamsDependency
@@ -82,10 +93,10 @@ def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
                     deps.append(dep.def_path)
             outs = [o.def_path for o in stage.outs]
             cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
-            resolved.append((stage.addressing, cmd, deps, outs, params))
-    all_outs = [o for _, _, _, outs, _ in resolved for o in outs]
+            resolved.append((stage.addressing, cmd, deps, outs, params, _cores(stage.name, stage.meta)))
+    all_outs = [o for _, _, _, outs, _, _ in resolved for o in outs]
     specs = []
-    for name, cmd, deps, outs, params in resolved:
+    for name, cmd, deps, outs, params, cores in resolved:
         inputs: list[str] = []
         for dep in deps:
             producer = next((o for o in all_outs if o == dep or _inside(dep, o)), None)
@@ -104,6 +115,7 @@ def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
                 outputs=tuple(outs),
                 directories=frozenset(o for o in outs if _is_dir_output(o, root)),
                 params=json.dumps(params, sort_keys=True),
+                cores=cores,
             )
         )
     return specs

@@ -18,6 +18,7 @@ for spec in DVC_RULES:
         params:
             cmd=spec.cmd,
             dvc_params=spec.params,
+        threads: spec.cores or workflow.cores
         log:
             f"logs/snakemake/{spec.name}.log",
         shell:
