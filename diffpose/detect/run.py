@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from diffpose.detect.base import Detector, filter_score
+from diffpose.detect.base import Detector, as_boxes, filter_score
 from diffpose.detect.frames import Frame
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,17 @@ class DetectionRun:
     @property
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def frame_records(frame: Frame, boxes: np.ndarray, **extra) -> list[dict]:
+    """COCO-results records of one frame's [N, 5] boxes, best score first (stable), rounded to
+    0.01 px and 1e-5; ``extra`` keys are added to every record."""
+    boxes = as_boxes(boxes)
+    return [
+        {"image_id": frame.image_id, "file_name": frame.file_name, "category_id": 1,
+         "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)], "score": round(s, 5), **extra}
+        for x, y, w, h, s in boxes[np.argsort(-boxes[:, 4], kind="stable")].tolist()
+    ]
 
 
 def _decode(path: Path) -> np.ndarray | None:
@@ -82,13 +93,7 @@ def detect_frames(
             if ok:
                 boxes = detector.detect([images[j] for j in ok], [batch[j].file_name for j in ok])
                 for j, frame_boxes in zip(ok, boxes):
-                    frame = batch[j]
-                    kept = filter_score(frame_boxes, score_threshold)
-                    for x, y, w, h, s in kept[np.argsort(-kept[:, 4], kind="stable")].tolist():
-                        result.records.append({
-                            "image_id": frame.image_id, "file_name": frame.file_name, "category_id": 1,
-                            "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)], "score": round(s, 5),
-                        })
+                    result.records.extend(frame_records(batch[j], filter_score(frame_boxes, score_threshold)))
                 result.frames += len(ok)
             bar.update(len(batch))
             elapsed = time.perf_counter() - start

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffpose.detect.base import EMPTY_BOXES, as_boxes, iou_matrix
+from diffpose.detect.frames import frame_key
+from diffpose.detect.run import frame_records
 from diffpose.errors import DataError
 
 
@@ -110,8 +112,6 @@ def fill_records(records: Sequence[dict], frames: Sequence, config: GapFill = Ga
     (``diffpose.detect.frames.Frame``: the frames detected on, any order). Frames are grouped by
     their folder and ordered by frame number (``frame_key``); added records carry
     ``"interpolated": true``."""
-    from diffpose.detect.frames import frame_key
-
     by_image: dict[int, list[list[float]]] = {}
     for r in records:
         by_image.setdefault(int(r["image_id"]), []).append([*r["bbox"], r["score"]])
@@ -127,10 +127,5 @@ def fill_records(records: Sequence[dict], frames: Sequence, config: GapFill = Ga
         items = sorted(sequences[folder], key=lambda item: item[0])
         boxes = [np.asarray(by_image.get(f.image_id, []), np.float32).reshape(-1, 5) for _, f in items]
         for (_, frame), new in zip(items, fill_gaps([n for n, _ in items], boxes, config)):
-            for x, y, w, h, s in new.tolist():
-                added.append({
-                    "image_id": frame.image_id, "file_name": frame.file_name, "category_id": 1,
-                    "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)], "score": round(s, 5),
-                    "interpolated": True,
-                })
+            added.extend(frame_records(frame, new, interpolated=True))
     return added
