@@ -1,4 +1,11 @@
-"""Shared test set-up: real-data fixtures from ../shared/fixtures and an isolated MLflow store."""
+"""Shared test set-up: real-data fixtures from ../shared/fixtures and an isolated MLflow store.
+
+The fixtures folder lives beside the checkout (``$DIFFPOSE_SHARED/fixtures``, default
+``../shared/fixtures``) and is never copied into the repository. Locally, tests that need it skip
+with the path in the reason when it is absent. Under CI (``CI`` set to true/1/yes) a missing folder
+fails the run before any test runs, with one line naming it: a green CI run must not mean "73 tests
+quietly skipped".
+"""
 
 from __future__ import annotations
 
@@ -10,30 +17,54 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DIFFPOSE_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures"
+# fixture name -> the folder it hands out
+FIXTURE_DIRS = {"fixtures_dir": FIXTURES, "posetrack18_dir": FIXTURES / "posetrack18", "videos_dir": FIXTURES / "videos"}
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def _missing_message(paths: list[Path]) -> str:
+    folders = ", ".join(str(p) for p in paths)
+    return (f"real-data fixture folder {folders} not found (../shared/fixtures beside the checkout; "
+            f"set DIFFPOSE_SHARED)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under CI, stop before running anything when a selected test needs a missing fixture folder."""
+    if not in_ci():
+        return
+    needed = {name for item in items for name in getattr(item, "fixturenames", ()) if name in FIXTURE_DIRS}
+    missing = sorted({FIXTURE_DIRS[name] for name in needed if not FIXTURE_DIRS[name].exists()})
+    if missing:
+        raise pytest.UsageError(f"CI=true: {_missing_message(missing)}")
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"real-data fixture {path} not found (../shared/fixtures beside the checkout; set DIFFPOSE_SHARED)")
+        if in_ci():  # normally caught at collection; this covers a folder that went missing since
+            pytest.fail(f"CI=true: {_missing_message([path])}", pytrace=False)
+        pytest.skip(_missing_message([path]))
     return path
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """../shared/fixtures; tests that need it skip with a clear reason when it is absent."""
-    return _require(FIXTURES)
+    """../shared/fixtures; skips (locally) or fails (CI) with a clear reason when it is absent."""
+    return _require(FIXTURE_DIRS["fixtures_dir"])
 
 
 @pytest.fixture(scope="session")
 def posetrack18_dir() -> Path:
-    return _require(FIXTURES / "posetrack18")
+    return _require(FIXTURE_DIRS["posetrack18_dir"])
 
 
 @pytest.fixture(scope="session")
 def videos_dir() -> Path:
-    return _require(FIXTURES / "videos")
+    return _require(FIXTURE_DIRS["videos_dir"])
 
 
 @pytest.fixture(autouse=True)
@@ -54,4 +85,3 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
