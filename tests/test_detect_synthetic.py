@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from diffpose.data.frames import extract_all
-from diffpose.detect.box_ap import recall_at
+from diffpose.detect.box_ap import box_ap, recall_at
 from diffpose.detect.centernet import (
     STRIDE, CenterNet, CenterNetConfig, CenterNetDetector, decode, load_checkpoint, save_checkpoint,
 )
@@ -191,9 +191,13 @@ def test_bad_checkpoints_are_named(tmp_path):
     junk.write_bytes(b"junk")
     with pytest.raises(DataError, match="junk.pt: not a readable checkpoint"):
         load_checkpoint(junk)
-    assert isinstance(CenterNet()(torch.zeros(1, 3, 32, 48))["heat"], torch.Tensor)
+    out = CenterNet()(torch.zeros(2, 3, 32, 48))  # the default network: one map set per stride-4 cell
+    grid = (32 // STRIDE, 48 // STRIDE)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"heat": (2, 1, *grid), "size": (2, 2, *grid),
+                                                            "offset": (2, 2, *grid)}
 
 
+@pytest.mark.slow  # a train-detector and a detect subprocess
 def test_train_detector_then_detect_commands(tiny, tmp_path):
     ckpt, dets, metrics = tmp_path / "m" / "detector.pt", tmp_path / "d" / "val.json", tmp_path / "d" / "ap.json"
     cmd = [sys.executable, "-m", "diffpose"]
@@ -211,8 +215,10 @@ def test_train_detector_then_detect_commands(tiny, tmp_path):
     frames, truth = read_split(tiny / "synth/annotations/val", frames="all")
     m = json.loads(metrics.read_text())
     assert m["frames"] == len(frames) > len(truth)  # every frame, scored on the labelled ones
-    assert m["box_ap"]["labelled_frames"] == len(truth) and "AP50" in m["box_ap"]
+    assert m["box_ap"]["labelled_frames"] == len(truth)
     records = json.loads(dets.read_text())
+    assert m["detections"] == len(records)
+    assert m["box_ap_kept"] == box_ap(records, truth)  # the metric is the written boxes' AP
     assert all(r["score"] >= 0.2 and r["category_id"] == 1 for r in records)
     assert {r["image_id"] for r in records} <= {f.image_id for f in frames}
 
@@ -237,8 +243,11 @@ def test_detect_stage_fills_gaps_from_every_frame_and_writes_only_the_chosen(tin
         assert m["frames_detected"] == detected and m["frames"] == len(labelled)
         assert {r["image_id"] for r in records} <= labelled
         assert ("fill_gaps" in m) is fill
+        scored = {k: v for k, v in truth.items() if k in labelled}
+        assert m["box_ap_kept"] == m["box_ap"] == box_ap(records, scored)  # threshold 0: every box written
         if fill:
             assert m["fill_gaps"]["boxes_added"] == sum(1 for r in records if r.get("interpolated"))
-            assert "AP50" in m["fill_gaps"]["box_ap_per_frame"]
+            own = [r for r in records if not r.get("interpolated")]
+            assert m["fill_gaps"]["box_ap_per_frame"] == box_ap(own, scored)  # the detector's boxes alone
         else:
             assert not any(r.get("interpolated") for r in records)

@@ -57,6 +57,7 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # three `diffpose train` subprocesses
 def test_kill_9_then_rerun_gives_the_uninterrupted_weights(data, tmp_path):
     params = write_params(tmp_path / "params.yaml", epochs=6)
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -172,6 +173,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
     assert not (out / "model.pt").exists()
 
 
+@pytest.mark.slow  # a `diffpose train` subprocess
 def test_huge_lr_fails_on_one_line_through_the_cli(data, tmp_path):
     params = write_params(tmp_path / "p.yaml", epochs=2, lr=1e30, grad_clip=0.0, warmup_epochs=0.0)
     proc = subprocess.run(_cmd(params, tmp_path / "out", data), capture_output=True, text=True, timeout=120)
@@ -181,6 +183,7 @@ def test_huge_lr_fails_on_one_line_through_the_cli(data, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # torchrun with two training processes
 def test_torchrun_two_processes_stay_in_sync(data, tmp_path):
     params = write_params(tmp_path / "p.yaml", epochs=2)
     out = tmp_path / "ddp"
