@@ -1,9 +1,12 @@
-"""Snakemake rules from dvc.yaml: the cores a stage keeps busy become the rule's threads."""
+"""Snakemake rules from dvc.yaml: one rule per DVC stage with the same command, inputs and outputs;
+the cores a stage keeps busy become the rule's threads."""
 
 from __future__ import annotations
 
+import json
 import re
-from pathlib import Path
+import subprocess
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -12,13 +15,118 @@ from diffpose.workflow import rules_from_dvc
 from tests.pipeline_copy import REPO, make_copy, run, tool_env
 
 
-def test_rule_cores_come_from_the_stages_meta_and_follow_params():
+def _lookup(params: dict, dotted: str):
+    value = params
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def _resolve(value, params: dict, key: str | None):
+    """dvc.yaml's ${...} templating, resolved here by hand (the oracle does not use DVC's resolver)."""
+    if isinstance(value, list):
+        return [_resolve(v, params, key) for v in value]
+
+    def sub(m: re.Match) -> str:
+        got = key if m.group(1) == "key" else _lookup(params, m.group(1))
+        return str(got).lower() if isinstance(got, bool) else str(got)
+
+    return re.sub(r"\$\{([^}]+)\}", sub, value)
+
+
+def _paths(entries: list) -> list[str]:
+    """``outs``/``metrics`` entries: a path, or {path: options}."""
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+
+def _stages_from_dvc_yaml(root: Path) -> dict[str, dict]:
+    """Stage name -> cmd, deps, outs, params keys, read from dvc.yaml and params.yaml."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    stages = {}
+    for name, stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" in stage:
+            items = _lookup(params, re.fullmatch(r"\$\{(.+)\}", stage["foreach"]).group(1))
+            bodies = [(f"{name}@{key}", stage["do"], key) for key in items]
+        else:
+            bodies = [(name, stage, None)]
+        for full, body, key in bodies:
+            stages[full] = {
+                "cmd": _resolve(body["cmd"], params, key),
+                "deps": _resolve(body.get("deps", []), params, key),
+                "outs": _resolve(_paths(body.get("outs", [])) + _paths(body.get("metrics", [])), params, key),
+                "params": _resolve(body.get("params", []), params, key),
+            }
+    return stages
+
+
+def _tracked_files(folder: str) -> set[str]:
+    out = subprocess.run(["git", "ls-files", "-z", "--", folder], cwd=REPO, capture_output=True, check=True)
+    return {f for f in out.stdout.decode().split("\0") if f and "__pycache__" not in f}
+
+
+def test_one_rule_per_dvc_stage_with_the_same_cmd_deps_and_outs():
+    want = _stages_from_dvc_yaml(REPO)
+    specs = rules_from_dvc(REPO)
+    assert [s.stage for s in specs] == list(want)  # one rule per stage, in dvc.yaml's order
+    assert len({s.name for s in specs}) == len(specs)
+    assert all(re.fullmatch(r"[A-Za-z_]\w*", s.name) for s in specs)
+    all_outs = [o for stage in want.values() for o in stage["outs"]]
+
+    def under(path: str, folder: str) -> bool:
+        return PurePosixPath(path).is_relative_to(PurePosixPath(folder))
+
+    for spec in specs:
+        stage = want[spec.stage]
+        assert spec.cmd == stage["cmd"], spec.stage
+        assert list(spec.outputs) == stage["outs"], spec.stage
+        assert spec.directories == {o for o in stage["outs"] if PurePosixPath(o).suffix == ""}, spec.stage
+        inputs = set(spec.inputs)
+        explained = set()
+        for dep in stage["deps"]:
+            producer = [o for o in all_outs if under(dep, o)]
+            if producer:  # another stage's output, or inside one: the rule depends on that output
+                assert producer[0] in inputs, (spec.stage, dep)
+                explained.add(producer[0])
+            elif (REPO / dep).is_dir():  # a source folder: each file of it, so an edit re-runs the rule
+                files = _tracked_files(dep)
+                assert files and files <= inputs, (spec.stage, dep, files - inputs)
+                explained |= {i for i in inputs if under(i, dep)}
+            else:
+                assert dep in inputs, (spec.stage, dep)
+                explained.add(dep)
+        assert inputs == explained, (spec.stage, inputs - explained)  # nothing the stage does not depend on
+        tracked = json.loads(spec.params)
+        assert sorted(tracked) == sorted(stage["params"]), spec.stage
+        params = yaml.safe_load((REPO / "params.yaml").read_text())
+        assert all(tracked[k] == _lookup(params, k) for k in tracked), spec.stage
+
+
+def _params_copy(tmp_path: Path, **changes) -> Path:
+    """dvc.yaml and params.yaml (with ``changes``: dotted key -> value) in a DVC repo of their own."""
+    from dvc.repo import Repo
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        _lookup(params, ".".join(parents))[last] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    Repo.init(str(tmp_path), no_scm=True)
+    return tmp_path
+
+
+def test_rule_cores_come_from_the_stages_meta_and_follow_params(tmp_path, monkeypatch):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     cores = {spec.stage: spec.cores for spec in rules_from_dvc(REPO)}
-    assert cores["train_detector"] == params["detect"]["train"]["threads"] == 2
-    assert cores["frames"] == params["frames"]["workers"] == 0  # 0 = all cores
-    assert cores["train@diffpose"] == cores["train@baseline"] == 2
+    assert cores["train_detector"] == params["detect"]["train"]["threads"]
+    assert cores["frames"] == params["frames"]["workers"]  # 0 = all cores
+    assert cores["train@diffpose"] == cores["train@baseline"] == 2  # dvc.yaml: meta.cores 2
     assert cores["evaluate@diffpose"] == cores["detect"] == 1  # no meta: one core
+    threads, workers = params["detect"]["train"]["threads"] + 1, params["frames"]["workers"] + 3
+    monkeypatch.chdir(tmp_path)  # DVC names stages relative to the working directory
+    changed = rules_from_dvc(_params_copy(tmp_path, **{"detect.train.threads": threads, "frames.workers": workers}))
+    cores = {spec.stage: spec.cores for spec in changed}
+    assert (cores["train_detector"], cores["frames"]) == (threads, workers)
 
 
 def _dvc_repo(root: Path, meta: object) -> Path:
