@@ -169,7 +169,7 @@ def extract_all(
     progress: bool = True,
 ) -> list[VideoResult]:
     """Extract every video under ``videos_dir``, one process per worker (0 = one per core)."""
-    from tqdm import tqdm
+    from diffpose.progress import progress_bar
 
     out = Path(out)
     jobs = find_videos(videos_dir)
@@ -180,7 +180,7 @@ def extract_all(
     workers = workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(jobs)))
     results: list[VideoResult] = []
-    bar = tqdm(total=len(jobs), unit="video", desc="frames", disable=not progress)
+    bar = progress_bar(len(jobs), "frames", "video", enabled=progress)
     frames_done = 0
     start = time.perf_counter()
 
@@ -188,7 +188,7 @@ def extract_all(
         nonlocal frames_done
         results.append(res)
         if res.error:
-            tqdm.write(f"diffpose frames: error: {res.error}")
+            bar.write(f"diffpose frames: error: {res.error}")
         frames_done += 0 if res.skipped else res.frames
         bar.update(1)
         bar.set_postfix(frames=frames_done, fps=f"{frames_done / max(time.perf_counter() - start, 1e-9):.0f}")

@@ -68,14 +68,14 @@ def detect_frames(
     A frame that fails to decode is logged by name, recorded in ``failed`` and skipped; the
     caller decides whether that fails the run. Decoding of the next batch overlaps detection.
     """
-    from tqdm import tqdm
+    from diffpose.progress import progress_bar
 
     root = Path(image_root)
     result = DetectionRun()
     batches = list(_batches(list(frames), max(1, batch_size)))
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1) as loader, ThreadPoolExecutor(max_workers=2) as decoder, tqdm(
-        total=len(frames), unit="frame", desc="detect", disable=not progress
+    with ThreadPoolExecutor(max_workers=1) as loader, ThreadPoolExecutor(max_workers=2) as decoder, progress_bar(
+        len(frames), "detect", "frame", enabled=progress
     ) as bar:
         def load(batch: Sequence[Frame]):
             if not detector.needs_images:

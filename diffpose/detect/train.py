@@ -103,11 +103,11 @@ def load_samples(annotations: str | os.PathLike, image_root: str | os.PathLike, 
                  progress: bool = True) -> list[Sample]:
     """Labelled frames with their people, resized by ``input_scale``; DataError names a frame
     that does not decode."""
-    from tqdm import tqdm
+    from diffpose.progress import track
 
     frames, truth = read_split(annotations, frames="labelled")
     samples = []
-    for frame in tqdm(frames, desc="load frames", unit="frame", disable=not progress):
+    for frame in track(frames, "load frames", "frame", enabled=progress):
         path = Path(image_root) / frame.file_name
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
@@ -330,7 +330,7 @@ def _prefetched(batches: Iterator, pool: ThreadPoolExecutor) -> Iterator:
 
 
 def _train(samples: list[Sample], config: TrainConfig, *, progress: bool, log_every: int, on_log) -> tuple[CenterNet, dict]:
-    from tqdm import tqdm
+    from diffpose.progress import progress_bar
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -351,7 +351,7 @@ def _train(samples: list[Sample], config: TrainConfig, *, progress: bool, log_ev
     history: dict = {"loss_first": None, "loss_last": None, "stopped_by": "max_steps",
                      "precision": "fp32" if dtype is None else "bf16"}
     step = 0
-    bar = tqdm(total=config.max_steps, desc="train detector", unit="step", disable=not progress)
+    bar = progress_bar(config.max_steps, "train detector", "step", enabled=progress)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector-batches") as pool:
         batches = _prefetched(_batches(samples, config, rng, device), pool)
         while step < config.max_steps:

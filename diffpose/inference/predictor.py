@@ -9,7 +9,6 @@ flip of the heatmap grid, so no half-cell shift is applied.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 
@@ -54,7 +53,7 @@ def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int =
     The sampler's noise comes from one generator seeded with ``seed``, so a rerun gives the same
     predictions. Shapes: frames [B, T, 3, H, W] -> heatmaps [B, J, h, w] -> coords [B, J, 2].
     """
-    from tqdm import tqdm
+    from diffpose.progress import progress_bar
 
     device = model_device(model)
     model.eval()
@@ -65,8 +64,7 @@ def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int =
     n = len(dataset)
     all_xy, all_scores = [], []
     started = time.perf_counter()
-    with tqdm(total=n, desc=desc, unit="clip", disable=not progress, file=sys.stderr, dynamic_ncols=True,
-              mininterval=1.0) as bar:
+    with progress_bar(n, desc, "clip", enabled=progress) as bar:
         for batch in loader:
             frames = batch["frames"].to(device, non_blocking=True).float().div_(255.0)
             heatmaps = model.predict(frames, steps=steps, ensemble=ensemble, generator=generator)

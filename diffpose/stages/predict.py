@@ -63,14 +63,14 @@ def extract(video: Path, folder: Path, max_frames: int = 0) -> tuple[list[str], 
 
 
 def detect_boxes(detector_name: str, folder: Path, names: list[str], threshold: float, progress: bool) -> list:
-    from tqdm import tqdm
+    from diffpose.progress import track
 
     from diffpose.data.clips import Sample
     from diffpose.detect.backends import make_detector
 
     detector = make_detector(detector_name)
     samples = []
-    for i, name in enumerate(tqdm(names, desc=f"detect ({detector_name})", unit="frame", disable=not progress)):
+    for i, name in enumerate(track(names, f"detect ({detector_name})", "frame", enabled=progress)):
         image = cv2.imread(str(folder / name))
         for x, y, w, h, score in detector.detect([image], [name])[0]:
             if score >= threshold and w > 0 and h > 0:

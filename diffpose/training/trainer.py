@@ -33,6 +33,7 @@ from torch import nn
 from diffpose.data import clips
 from diffpose.errors import ConfigError, DiffposeError
 from diffpose.io import write_json
+from diffpose.progress import progress_bar
 from diffpose.training import distributed as dist_util
 from diffpose.training.schedule import SCHEDULES, lr_at
 
@@ -267,12 +268,14 @@ def train(
                           file=sys.stderr)
             started = time.perf_counter()
             clips_seen = 0
+            # one bar (or timed line with an ETA) over every remaining step of the run
+            bar = progress_bar(total_steps, f"train {name}", "batch", enabled=progress and ctx.is_main,
+                               initial=state.start_epoch * steps_per_epoch)
             for epoch in range(state.start_epoch, train_cfg.epochs):
                 metrics = _run_epoch(
                     epoch=epoch, ctx=ctx, wrapped=wrapped, model=model, loader=loader, sampler=sampler,
                     optimizer=optimizer, scaler=scaler, use_amp=use_amp, cfg=train_cfg, schedule=schedule,
-                    steps_per_epoch=steps_per_epoch, name=name, progress=progress and ctx.is_main,
-                    last=out / "last.pt")
+                    steps_per_epoch=steps_per_epoch, name=name, bar=bar, last=out / "last.pt")
                 clips_seen += metrics["clips"]
                 state.history.append({"epoch": epoch + 1, **metrics})
                 if ctx.is_main:
@@ -282,11 +285,10 @@ def train(
                         "fingerprint": fp, "history": state.history, "model_name": name,
                         "data_version": version})
                     tracker.log_metrics({k: v for k, v in metrics.items() if k != "clips"}, step=epoch + 1)
-                    if not progress:  # one line per epoch in logs (dvc repro, Slurm) instead of a bar
-                        print(f"diffpose train: {name} epoch {epoch + 1}/{train_cfg.epochs} "
-                              + " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
-                              file=sys.stderr, flush=True)
+                    bar.write(f"diffpose train: {name} epoch {epoch + 1}/{train_cfg.epochs} "  # loss, lr, speed
+                              + " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
                 dist_util.barrier(ctx)
+            bar.close()
             seconds = time.perf_counter() - started
             in_sync = _ranks_in_sync(ctx, model)
             if not in_sync:
@@ -339,9 +341,7 @@ def _ranks_in_sync(ctx: dist_util.DistContext, model: nn.Module) -> bool:
 
 def _run_epoch(*, epoch: int, ctx: dist_util.DistContext, wrapped: nn.Module, model: nn.Module, loader, sampler,
                optimizer: torch.optim.Optimizer, scaler: Any, use_amp: bool, cfg: TrainConfig,
-               schedule: dict, steps_per_epoch: int, name: str, progress: bool, last: Path) -> dict[str, float]:
-    from tqdm import tqdm
-
+               schedule: dict, steps_per_epoch: int, name: str, bar: Any, last: Path) -> dict[str, float]:
     seed_everything(cfg.seed, epoch, ctx.rank)
     sampler.set_epoch(epoch)
     model.train()
@@ -349,42 +349,37 @@ def _run_epoch(*, epoch: int, ctx: dist_util.DistContext, wrapped: nn.Module, mo
     count = 0
     lr = cfg.lr
     started = time.perf_counter()
-    bar = tqdm(total=steps_per_epoch, desc=f"train {name} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-               unit="batch", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
-    try:
-        for step, batch in enumerate(loader):
-            global_step = epoch * steps_per_epoch + step
-            lr = lr_at(global_step, **schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            frames = batch["frames"].to(ctx.device, non_blocking=True).float().div_(255.0)
-            target = batch["target"].to(ctx.device, non_blocking=True)
-            weight = batch["target_weight"].to(ctx.device, non_blocking=True)
-            with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=use_amp):
-                loss = wrapped(frames, target, weight)
-            value = loss.detach().float()
-            bad = dist_util.all_reduce_sum(ctx, (~torch.isfinite(value)).float().reshape(1).to(ctx.device))
-            if bad.item() > 0:
-                have = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written"
-                raise TrainingDiverged(
-                    f"loss became {value.item()} at epoch {epoch + 1} step {step + 1} (lr {lr:.3g}); "
-                    f"training of '{name}' stopped, {have}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            n = frames.shape[0]
-            loss_sum += value.double().cpu() * n
-            count += n
-            elapsed = time.perf_counter() - started
-            bar.update(1)
-            bar.set_postfix(loss=f"{value.item():.4g}", clips_s=f"{count * ctx.world_size / max(elapsed, 1e-9):.1f}",
-                            lr=f"{lr:.2g}", refresh=False)
-    finally:
-        bar.close()
+    for step, batch in enumerate(loader):
+        global_step = epoch * steps_per_epoch + step
+        lr = lr_at(global_step, **schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        frames = batch["frames"].to(ctx.device, non_blocking=True).float().div_(255.0)
+        target = batch["target"].to(ctx.device, non_blocking=True)
+        weight = batch["target_weight"].to(ctx.device, non_blocking=True)
+        with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=use_amp):
+            loss = wrapped(frames, target, weight)
+        value = loss.detach().float()
+        bad = dist_util.all_reduce_sum(ctx, (~torch.isfinite(value)).float().reshape(1).to(ctx.device))
+        if bad.item() > 0:
+            have = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"loss became {value.item()} at epoch {epoch + 1} step {step + 1} (lr {lr:.3g}); "
+                f"training of '{name}' stopped, {have}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        n = frames.shape[0]
+        loss_sum += value.double().cpu() * n
+        count += n
+        elapsed = time.perf_counter() - started
+        bar.update(1)
+        bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{value.item():.4g}",
+                        clips_s=f"{count * ctx.world_size / max(elapsed, 1e-9):.1f}", lr=f"{lr:.2g}", refresh=False)
     totals = dist_util.all_reduce_sum(ctx, torch.tensor([float(loss_sum), float(count)], device=ctx.device))
     seconds = time.perf_counter() - started
     clips_total = float(totals[1])

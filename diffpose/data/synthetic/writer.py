@@ -131,7 +131,7 @@ def generate(
     progress: bool = True,
 ) -> list[SequenceStats]:
     """Write the whole benchmark under ``out``; one process per worker (0 = one per core)."""
-    from tqdm import tqdm
+    from diffpose.progress import progress_bar
 
     if seed < 0:
         raise DataError(f"--seed must be >= 0, got {seed}")
@@ -140,7 +140,7 @@ def generate(
     specs = specs_for(preset, seed)
     workers = max(1, min(workers or os.cpu_count() or 1, len(specs)))
     results: list[SequenceStats] = []
-    bar = tqdm(total=len(specs), unit="seq", desc=f"synth {preset.name}", disable=not progress)
+    bar = progress_bar(len(specs), f"synth {preset.name}", "seq", enabled=progress)
     if workers == 1:
         for spec in specs:
             results.append(write_sequence(spec, out))
