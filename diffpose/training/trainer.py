@@ -65,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads per process; 0 = torch's default
+    channels_last: bool = True  # NHWC conv weights/activations (CPU demo: ~1.1-1.15x clips/s; tensor cores on GPUs)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -85,7 +86,7 @@ class TrainConfig:
 
 
 # Settings that change where the computation runs but not its result: not in the fingerprint.
-_NOT_FINGERPRINTED = {"device", "threads", "workers", "cache_mb"}
+_NOT_FINGERPRINTED = {"device", "threads", "workers", "cache_mb", "channels_last"}
 
 
 # Source that determines the trained weights, relative to the package: an edit here (the same
@@ -236,6 +237,8 @@ def train(
 
         seed_everything(train_cfg.seed)
         model = build(model_cfg).to(ctx.device)
+        if train_cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # 4-D conv weights only
         optimizer = _make_optimizer(model, train_cfg)
         use_amp = train_cfg.amp and ctx.device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
