@@ -89,7 +89,8 @@ def _fix(p: np.ndarray) -> np.ndarray:
 
 
 def _shade(c: Colour, k: float) -> Colour:
-    return tuple(int(np.clip(v * k + (k - 1) * 40, 0, 255)) for v in c)  # type: ignore[return-value]
+    # min/max on Python floats: the same values as np.clip, ~10x faster on 3-tuples (hot in rendering)
+    return tuple(int(min(max(v * k + (k - 1) * 40, 0), 255)) for v in c)  # type: ignore[return-value]
 
 
 class Canvas:
