@@ -68,6 +68,7 @@ MIN_SCORE = MISSING_SCORE  # poseval's joint score when a prediction has none
 TABLE_COLUMNS: tuple[str, ...] = (*kp.TABLE_GROUPS, "Total")
 SUBSETS = ("all", "degraded")
 _PT15 = kp.POSETRACK15_TO_COCO17
+_PT15_VALUES = (3 * _PT15[:, None] + np.arange(3)).ravel()  # their x, y, v among the 51 numbers
 _GROUP_INDEX = {g: [kp.POSETRACK15_NAMES.index(n) for n in names] for g, names in kp.TABLE_GROUPS.items()}
 
 
@@ -167,7 +168,7 @@ def _check_frames(gt_path: Path, gt: dict, pred_path: Path, pred: dict) -> None:
             f"paired by position; write every frame of the sequence, in order)"
         )
     for i, (a, b) in enumerate(zip(gt["images"], pred["images"])):
-        if os.path.basename(a["file_name"]) != os.path.basename(b["file_name"]):
+        if a["file_name"] != b["file_name"] and os.path.basename(a["file_name"]) != os.path.basename(b["file_name"]):
             LOG.warning(
                 "%s: frame #%d is %s but the ground-truth frame at that position is %s (frames are paired by "
                 "position)", pred_path, i, b["file_name"], a["file_name"],
@@ -249,9 +250,12 @@ def _people(anns: list[dict], frame: list[int], *, is_gt: bool) -> People:
             np.zeros(0, np.int64), np.zeros((0, J, 2)), np.zeros((0, J), bool),
             np.zeros(0) if is_gt else None, None if is_gt else np.zeros((0, J)),
         )
-    order = np.argsort(np.array(frame, dtype=np.int64), kind="stable")
+    frames = np.array(frame, dtype=np.int64)
+    # files usually list people frame by frame: then there is nothing to reorder
+    order = slice(None) if (frames[1:] >= frames[:-1]).all() else np.argsort(frames, kind="stable")
     values = chain.from_iterable([a["keypoints"] for a in anns])  # validated: 51 numbers each
-    kps = np.fromiter(values, np.float64, n * kp.NUM_KEYPOINTS * 3).reshape(n, kp.NUM_KEYPOINTS, 3)[order][:, _PT15]
+    kps = np.fromiter(values, np.float64, n * kp.NUM_KEYPOINTS * 3).reshape(n, kp.NUM_KEYPOINTS * 3)
+    kps = kps[order][:, _PT15_VALUES].reshape(n, J, 3)
     has = ~((kps[..., 0] == 0) & (kps[..., 1] == 0) & (kps[..., 2] == 0))
     head = score = None
     if is_gt:
@@ -268,7 +272,7 @@ def _people(anns: list[dict], frame: list[int], *, is_gt: bool) -> People:
             values = chain.from_iterable([anns[i]["scores"] for i in rows])  # validated: 17 numbers each
             score[rows] = np.fromiter(values, np.float64, len(rows) * kp.NUM_KEYPOINTS).reshape(-1, kp.NUM_KEYPOINTS)[:, _PT15]
         score = score[order]
-    return People(np.array(frame, dtype=np.int64)[order], np.ascontiguousarray(kps[..., :2]), has, head, score)
+    return People(frames[order], np.ascontiguousarray(kps[..., :2]), has, head, score)
 
 
 def prepare(pairs: list[SequencePair], subset: str = "all") -> EvalData:
