@@ -624,9 +624,11 @@ def load_sequence(path: str | os.PathLike, *, kind: str = "gt") -> dict:
     them (they are still rejected).
 
     Files are parsed with orjson when it is installed (it comes with DVC; 3 to 5 times faster than
-    the standard library on these float-heavy files). Anything it declines (NaN tokens, integers
-    beyond 64 bits, malformed JSON) or that then fails validation is read again with the standard
-    library, so results and error messages are exactly those of :func:`diffpose.io.read_json`.
+    the standard library on these float-heavy files, and it reads every number to the same
+    value). A file it declines (NaN or Infinity tokens, malformed JSON) or whose reading fails
+    validation (orjson reads an integer beyond 64 bits as a float, so an id that large fails) is
+    read again with the standard library, so errors are exactly those of
+    :func:`diffpose.io.read_json` followed by validation.
     """
     path = Path(path)
     obj = _fast_json(path)
