@@ -21,6 +21,29 @@ from diffpose.errors import ConfigError
 
 DEFAULT_PARAMS = "params.yaml"
 
+# Keys of params.yaml that change where and how fast a stage runs, never its results. dvc.yaml
+# tracks every other key a stage reads and none of these, so changing one re-runs nothing under
+# DVC or Snakemake (tests/test_knobs.py checks both directions). A new params key is a result key
+# unless it is added here.
+EXECUTION_KNOBS: tuple[str, ...] = (
+    "frames.workers",
+    "data.workers",  # loader processes: augmentation is seeded by (seed, epoch, sample), not by worker
+    "data.cache_mb",
+    "train.device",
+    "train.threads",
+    "train.channels_last",  # memory layout only (not in the training fingerprint either)
+    "infer.batch_size",
+    "infer.workers",
+    "infer.device",
+    "infer.threads",
+    "detect.batch_size",  # inference batch of the detector
+    "detect.synthetic.device",
+    "detect.synthetic.threads",
+    "detect.torchvision.device",
+    "detect.train.threads",
+    "detect.train.channels_last",  # NHWC tensors; detect.train.precision (bf16) does change results
+)
+
 
 @functools.lru_cache(maxsize=1)
 def params_schema() -> dict[str, Any]:
