@@ -7,10 +7,10 @@ Generates the speed-anchor workload of ../shared/docs/posetrack-eval.md in a tem
 50 sequences x 30 labelled frames x 5 people, plus one false-positive person and four ignore
 polygons per frame (PoseTrack18 files, GT and predictions, named as poseval expects).
 
-In-process, it prints the evaluator's own time split into load (JSON parsing + validation) and
-compute (array building, ignore regions, assignment, AP), and a straightforward per-person /
-per-point Python loop of the same algorithm (sharing the load step) as a baseline; both must give
-the same APs (checked).
+In-process, it prints the evaluator's own time split into read (JSON parsing, validation, array
+building; files streamed as the stage does) and compute (ignore regions, assignment, AP), and a
+straightforward per-person / per-point Python loop of the same algorithm on the loaded files as
+a baseline; both must give the same APs (checked).
 
 With ``--poseval`` (a checkout of the official evaluator, see docs/evaluation.md) it then times,
 on the same files and in the same run, whole processes as a user starts them, alternating so that
@@ -187,33 +187,37 @@ def baseline_compute(pairs: list[pm.SequencePair]) -> np.ndarray:
 # ---- in-process: the evaluator alone, and the loop baseline ----------------------------------
 
 def in_process(gt_dir: Path, pred_dir: Path, repeat: int) -> float:
-    """Time load + compute in this process and against the loop baseline; return the Total mAP."""
+    """Time the evaluator in this process (as the stage runs it: files streamed into arrays, then
+    computed) and the loop baseline; return the Total mAP."""
     best = None
     for _ in range(repeat):
         t0 = time.perf_counter()
-        pairs = pm.load_pairs(gt_dir, pred_dir)
+        data = pm.prepare(pm.iter_pairs(gt_dir, pred_dir))
         t1 = time.perf_counter()
-        data = pm.prepare(pairs)
         result = pm.evaluate_data(data)
         t2 = time.perf_counter()
         if best is None or t2 - t0 < best[0] + best[1]:
             best = (t1 - t0, t2 - t1)
-    load, compute = best
+    read, compute = best
     n_people = len(data.gt.frame) + len(data.pred.frame)
     clean = pm.apply_ignore_regions(data)
     ignored = int(data.gt.has.sum() + data.pred.has.sum() - clean.gt.has.sum() - clean.pred.has.sum())
     print(f"people: {len(data.gt.frame)} GT, {len(data.pred.frame)} predicted; "
           f"{ignored} of {int(data.gt.has.sum() + data.pred.has.sum())} points inside ignore polygons; "
           f"Total mAP {result.table()['Total']:.4f}")
-    print(f"in-process, best of {repeat}: {load + compute:.3f} s = load {load:.3f} s + compute {compute:.3f} s "
-          f"({n_people / (load + compute):,.0f} people/s; compute alone {n_people / compute:,.0f} people/s)")
+    print(f"in-process, best of {repeat}: {read + compute:.3f} s = read {read:.3f} s (JSON parsing, validation, "
+          f"arrays) + compute {compute:.3f} s ({n_people / (read + compute):,.0f} people/s; compute alone "
+          f"{n_people / compute:,.0f} people/s)")
 
     t0 = time.perf_counter()
+    pairs = pm.load_pairs(gt_dir, pred_dir)
+    t1 = time.perf_counter()
     base_ap = baseline_compute(pairs)
-    t_base = time.perf_counter() - t0
+    t2 = time.perf_counter()
+    load, t_base = t1 - t0, t2 - t1
     same = np.allclose(base_ap, result.ap, atol=1e-9, equal_nan=True)
-    print(f"baseline (per-person Python loops, same load): {load + t_base:.3f} s = load {load:.3f} s + "
-          f"compute {t_base:.3f} s; compute speed-up x{t_base / compute:.0f}, overall x{(load + t_base) / (load + compute):.1f}; "
+    print(f"baseline (per-person Python loops on the loaded files): {load + t_base:.3f} s = load {load:.3f} s + "
+          f"compute {t_base:.3f} s; x{(load + t_base) / (read + compute):.1f} the evaluator's time; "
           f"same APs: {'yes' if same else 'NO'}")
     if not same:
         raise SystemExit("vectorised and loop implementations disagree")
