@@ -42,10 +42,7 @@ READS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 # Knobs that still re-run a stage, and why (each is an expected failure below, strict: when the
 # cause is fixed the test turns red until the entry is removed).
-IN_COMMAND = {
-    "frames.workers": "dvc.yaml's frames cmd passes --workers ${frames.workers}: "
-                      "a new value is a changed command",
-}
+IN_COMMAND: dict[str, str] = {}  # none left: `diffpose frames` reads frames.workers from params.yaml
 
 
 def _under(key: str, prefix: str) -> bool:
@@ -299,14 +296,6 @@ def test_changing_a_result_key_is_seen_by_dvc_status(recorded_copy):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["detect"]["train"]["lr"] *= 2
     assert set(_status_after(root, env, params)) == {"train_detector"}
-
-
-@pytest.mark.parametrize("knob", sorted(IN_COMMAND))
-@pytest.mark.xfail(strict=True, reason="see IN_COMMAND")
-def test_knob_in_a_command_leaves_dvc_status_clean(recorded_copy, knob):
-    root, env = recorded_copy
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    assert _status_after(root, env, _knob_values(params, [knob])) == {}
 
 
 # --- the real tiny pipeline ---------------------------------------------------------------------------

@@ -14,7 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", required=True, help="folder of videos: <split>/<seq>.mp4 or <seq>.mp4")
     parser.add_argument("--out", required=True, help="output root; frames go to OUT/images/...")
     parser.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1-100 (default 95)")
-    parser.add_argument("--workers", type=int, default=0, help="processes; 0 = one per core (default)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes; 0 = one per core (default: frames.workers of --params, else 0)")
+    parser.add_argument("--params", default=None,
+                        help="params file to read frames.workers from (default params.yaml when it exists)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -46,8 +49,23 @@ def run(videos: str, out: str, *, jpeg_quality: int = 95, workers: int = 0, prog
     return metrics
 
 
+def _workers(args: argparse.Namespace) -> int:
+    """--workers, else the params file's frames.workers (an execution knob: not in the stage's
+    command, so changing it re-runs nothing), else 0."""
+    if args.workers is not None:
+        return args.workers
+    from pathlib import Path
+
+    from diffpose.config import DEFAULT_PARAMS, load_params
+
+    path = args.params or DEFAULT_PARAMS
+    if args.params is None and not Path(path).is_file():
+        return 0
+    return int(load_params(path).get("frames", {}).get("workers", 0))
+
+
 def main(args: argparse.Namespace) -> int:
-    metrics = run(args.videos, args.out, jpeg_quality=args.jpeg_quality, workers=args.workers,
+    metrics = run(args.videos, args.out, jpeg_quality=args.jpeg_quality, workers=_workers(args),
                   progress=not args.no_progress)
     print(
         f"frames: {metrics['frames']} frames from {metrics['videos']} videos "
