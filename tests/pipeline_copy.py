@@ -30,7 +30,10 @@ def tool_env(mlflow_uri: str | None = None) -> dict[str, str]:
     return env
 
 
-def make_copy(dest: Path, overrides: dict | None = None) -> Path:
+def make_copy(dest: Path, overrides: dict | None = None, sections: dict | None = None) -> Path:
+    """Copy the repository to ``dest`` and write its params.yaml: params.yaml, params_tiny.yaml and
+    ``overrides`` deep-merged, then each top-level section in ``sections`` replaced whole (a run
+    that must not inherit any key from params.yaml, such as the golden tiny pipeline)."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
     ).stdout.decode().split("\0")
@@ -42,6 +45,7 @@ def make_copy(dest: Path, overrides: dict | None = None) -> Path:
     params = yaml.safe_load((dest / "params.yaml").read_text())
     tiny = yaml.safe_load((REPO / "tests" / "data" / "params_tiny.yaml").read_text())
     params = deep_merge(deep_merge(params, tiny), overrides or {})
+    params.update(sections or {})
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
