@@ -32,7 +32,9 @@ def test_encode_decode_round_trip_is_sub_pixel_exact(input_size, heatmap_size, s
     assert weight.dtype == np.float32 and (weight == 1).all()
     coords, scores = codec.decode(heatmaps[None])
     err_cells = np.abs(coords[0] - kpts[:, :2]) / codec.stride
-    assert err_cells.max() < 0.01          # contract: < 0.1 of a heatmap cell, including border peaks
+    # exact up to float32 rounding of the maps (measured: < 2.4e-6 cells), border peaks included;
+    # README.md cites this figure
+    assert err_cells.max() < 1e-5
     assert ((scores > 0.5) & (scores <= 1.0)).all()
 
 

@@ -415,10 +415,33 @@ def test_vitpose_checkpoint_loads_key_for_key(tmp_path):
     for key, value in ckpt["state_dict"].items():
         if key.startswith("backbone."):
             assert torch.equal(own[key[len("backbone."):]], value), key
-    # ViTPose adds the class slot to every patch position
-    x = torch.rand(1, 3, 256, 192)
-    tokens = vit.patch_embed(x).flatten(2).transpose(1, 2) + vit.pos_embed[:, 1:] + vit.pos_embed[:, :1]
-    assert vit(x).shape == (1, 32, 16, 12) and tokens.shape == (1, 192, 32)
+
+
+def test_vit_adds_the_class_slot_to_every_patch():
+    """ViTPose has no class token but keeps its position slot, pos_embed[:, 0], and adds it to every
+    patch token: the first block must see patch_embed(x) + pos_embed[:, 1:] + pos_embed[:, :1]."""
+    vit = ViT((256, 192), dim=32, depth=2, heads=2).eval()
+    load_vitpose_weights(vit, _vitpose_state(32, 2, (16, 12)))  # a pos_embed with a non-zero class slot
+    x = torch.rand(2, 3, 256, 192)
+    seen = []
+    hook = vit.blocks[0].register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach()))
+    with torch.no_grad():
+        out = vit(x)
+        hook.remove()
+        patches = vit.patch_embed(x).flatten(2).transpose(1, 2)          # [2, 192, 32]
+        with_slot = patches + vit.pos_embed[:, 1:] + vit.pos_embed[:, :1]
+        without_slot = patches + vit.pos_embed[:, 1:]
+        by_hand = with_slot
+        for block in vit.blocks:
+            by_hand = block(by_hand)
+        by_hand = vit.last_norm(by_hand).transpose(1, 2).reshape(2, 32, 16, 12)
+    (tokens,) = seen
+    assert tokens.shape == (2, 192, 32) and out.shape == (2, 32, 16, 12)
+    torch.testing.assert_close(tokens, with_slot, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out, by_hand, rtol=0, atol=1e-5)
+    # the check can fail: a forward that dropped the slot, or added it twice, would be caught
+    for wrong in (without_slot, with_slot + vit.pos_embed[:, :1]):
+        assert not torch.allclose(tokens, wrong, atol=1e-3)
 
 
 def test_vitpose_pos_embed_is_interpolated_to_another_grid(tmp_path):

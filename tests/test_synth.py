@@ -74,11 +74,8 @@ def test_layout_names_and_image_records(synth: Path) -> None:
 
 
 def test_files_pass_the_posetrack18_validator(synth: Path) -> None:
-    validate = getattr(posetrack, "validate_posetrack18", None)
-    if validate is None:
-        pytest.skip("diffpose.data.posetrack.validate_posetrack18 not available yet")
     for _, path, gt in _sequences(synth):
-        validate(gt, path)
+        posetrack.validate_posetrack18(gt, path)
 
 
 def test_videos_decode_with_the_annotated_frame_count_and_size(synth: Path) -> None:

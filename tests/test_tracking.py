@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 
 from diffpose.tracking import project_root, redact, stage_run
@@ -111,7 +112,12 @@ def test_stage_logs_to_a_real_mlflow_server(tmp_path: Path, videos_dir: Path) ->
         mlflow.set_tracking_uri(uri)
         runs = mlflow.search_runs(search_all_experiments=True)
         assert list(runs["tags.stage"]) == ["frames"]
-        assert runs.iloc[0]["metrics.frames"] == 250
+        cap = cv2.VideoCapture(str(videos_dir / "bikes.mp4"))  # count the frames independently
+        decodable = 0
+        while cap.grab():
+            decodable += 1
+        cap.release()
+        assert decodable > 0 and runs.iloc[0]["metrics.frames"] == decodable
         assert runs.iloc[0]["run_id"] in proc.stderr  # the run id is printed where a person looks
     finally:
         os.killpg(server.pid, 15)
