@@ -470,17 +470,20 @@ def _pairs_in_boxes(
     xmin, xmax, ymin, ymax = boxes
     per_frame = np.bincount(box_frame, minlength=n_frames)
     first = np.cumsum(per_frame) - per_frame
-    points = np.flatnonzero(per_frame[frame] > 0)
+    n_boxes = per_frame[frame]
+    points = np.flatnonzero(n_boxes > 0)
+    px, py, n_boxes, b = x[points], y[points], n_boxes[points], first[frame[points]]
     found_p, found_b = [], []
     k = 0
     while len(points):
-        b = first[frame[points]] + k
-        px, py = x[points], y[points]
         hit = (px > xmin[b]) & (px < xmax[b]) & (py > ymin[b]) & (py < ymax[b])
         found_p.append(points[hit])
         found_b.append(b[hit])
         k += 1
-        points = points[per_frame[frame[points]] > k]
+        b = b + 1
+        more = n_boxes > k
+        if not more.all():  # drop the points whose frame has no k-th box
+            points, px, py, n_boxes, b = points[more], px[more], py[more], n_boxes[more], b[more]
     if not found_p:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(found_p), np.concatenate(found_b)
