@@ -5,7 +5,10 @@ that lies inside the frame is labelled at its true position with visibility 1, w
 hidden behind another person or an occluder, self-occluded or blurred; joints outside the frame are
 (0, 0, 0); ears are always (0, 0, 0) (never labelled in PoseTrack18). A person gets no annotation
 in a frame when fewer than ``MIN_IN_FRAME`` labelled joints are inside it or fewer than
-``MIN_SEEN`` are actually seen (almost out of frame or almost fully occluded).
+``MIN_SEEN`` are actually seen (almost out of frame or almost fully occluded). Such a person is
+then covered by an ignore region instead, as PoseTrack covers people it does not annotate: the
+bounding box of their visible pixels (when at least ``MIN_IGNORED_PIXELS``), cut to stay off the
+annotated people's boxes, so a detection or pose of them is neither rewarded nor penalised.
 
 Extra per-annotation fields (the official evaluator ignores them): ``degraded`` (the frame is
 blurred or defocused for this person, or at least ``OCCLUDED_FRACTION`` of their in-frame joints
@@ -21,6 +24,7 @@ from diffpose.data.keypoints import KEYPOINT_NAMES, LABELLED_IN_POSETRACK18, NUM
 
 MIN_IN_FRAME = 4
 MIN_SEEN = 3
+MIN_IGNORED_PIXELS = 40  # fewer visible pixels than this: too little of a person to detect or pose
 OCCLUDED_FRACTION = 0.3
 BOX_MARGIN = 0.15  # person box = joint extent enlarged by 15% per side, as measured on PoseTrack18 GT
 

@@ -277,16 +277,19 @@ def frame_annotations(sc: Scene, t: int, truth: FrameTruth) -> tuple[list[dict],
     W, H = p.width, p.height
     iid = annotate.image_id(spec.vid, t)
     anns = []
+    unannotated = []  # scene people left out below: covered by ignore regions instead
     for i in range(len(sc.people)):
         pts = truth.keypoints[i]
         lab = annotate.labelled_mask(pts, W, H)
         n_in = int(lab.sum())
         if n_in == 0:
+            unannotated.append(i)
             continue
         q = np.clip(np.round(pts).astype(int), 0, [W - 1, H - 1])
         own = truth.owner[q[:, 1], q[:, 0]]
         hidden = lab & (own != i) & (own != -1)
         if n_in < annotate.MIN_IN_FRAME or n_in - int(hidden.sum()) < annotate.MIN_SEEN:
+            unannotated.append(i)
             continue
         by = sorted({int(o) for o in own[hidden] if 0 <= o < len(sc.people)})
         degraded = sc.schedule.degraded(t, i) or hidden.sum() >= annotate.OCCLUDED_FRACTION * n_in
@@ -305,9 +308,14 @@ def frame_annotations(sc: Scene, t: int, truth: FrameTruth) -> tuple[list[dict],
             )
         )
     ignore: list[np.ndarray] = []
+    keep_out = [(a["bbox"][0] - 2, a["bbox"][0] + a["bbox"][2] + 2) for a in anns]
     if truth.crowd_box is not None:
-        keep_out = [(a["bbox"][0] - 2, a["bbox"][0] + a["bbox"][2] + 2) for a in anns]
         ignore = annotate.cut_boxes(truth.crowd_box, keep_out)
+    for i in unannotated:  # visible but not annotated: ignored, as PoseTrack does
+        ys, xs = np.nonzero(truth.owner == i)
+        if len(xs) >= annotate.MIN_IGNORED_PIXELS:
+            box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+            ignore += annotate.cut_boxes(box, keep_out)
     return anns, ignore
 
 
