@@ -74,15 +74,21 @@ def tracking_uri() -> str:
     return f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+# What decides results: a change here makes the commit tag ``-dirty``. Metrics files and dvc.lock
+# are rewritten by every ``dvc repro`` and must not (they would mark every later stage dirty).
+_CODE_PATHS = ("diffpose", "pyproject.toml", "params.yaml", "dvc.yaml", "Snakefile", "workflow")
+
+
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
-    """HEAD's commit, with ``-dirty`` when tracked files differ from it; None outside git."""
+    """HEAD's commit, with ``-dirty`` when the code or params differ from it; None outside git."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
+        head, top = subprocess.run(
+            ["git", "rev-parse", "HEAD", "--show-toplevel"], cwd=cwd, capture_output=True, text=True, timeout=10,
+            check=True,
+        ).stdout.split("\n")[:2]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=10, check=True,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *_CODE_PATHS], cwd=top,
+            capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

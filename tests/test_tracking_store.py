@@ -149,3 +149,21 @@ def test_a_terminated_or_interrupted_stage_ends_killed(tmp_path: Path, new_store
     assert time.monotonic() - started < 10
     assert proc.returncode == code
     assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
+
+
+def test_commit_tag_is_dirty_for_code_not_for_rewritten_metrics(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "diffpose").mkdir()
+    (tmp_path / "diffpose" / "a.py").write_text("x = 1\n")
+    (tmp_path / "metrics.json").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    clean = tracking.git_commit(tmp_path)
+    assert clean and len(clean) == 40
+    (tmp_path / "metrics.json").write_text('{"Total": 1}\n')  # what dvc repro rewrites
+    assert tracking.git_commit(tmp_path) == clean
+    (tmp_path / "diffpose" / "a.py").write_text("x = 2\n")
+    assert tracking.git_commit(tmp_path / "diffpose") == clean + "-dirty"
