@@ -10,6 +10,7 @@ quietly skipped".
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,12 +69,21 @@ def videos_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_mlflow(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test logs to a throwaway SQLite store, never to the checkout's mlflow.db."""
+def _isolated_mlflow(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every test logs to a throwaway SQLite store, never to the checkout's mlflow.db.
+
+    A test that calls ``mlflow.set_tracking_uri`` (to read its runs back) sets a process-wide URI that
+    wins over MLFLOW_TRACKING_URI; it is cleared afterwards, or a later test would read another store
+    than the one diffpose.tracking writes to (it follows the environment variable)."""
     store = tmp_path_factory.getbasetemp() / "mlflow" / "mlflow.db"
     store.parent.mkdir(parents=True, exist_ok=True)
     if "MLFLOW_TRACKING_URI" not in os.environ or os.environ.get("DIFFPOSE_TEST_KEEP_URI") != "1":
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    yield
+    if "mlflow" in sys.modules:
+        from mlflow.tracking._tracking_service import utils
+
+        utils._tracking_uri = None  # what set_tracking_uri sets (the env var is restored by monkeypatch)
 
 
 @pytest.fixture(scope="module")

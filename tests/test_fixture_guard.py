@@ -29,6 +29,7 @@ def _pytest(tmp_path: Path, ci: str | None, shared: Path) -> subprocess.Complete
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     env = {k: v for k, v in os.environ.items() if k not in {"CI", "PYTEST_ADDOPTS"}}
     env["DIFFPOSE_SHARED"] = str(shared)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # the installed plugins are not needed here: 0.3 s instead of 3 s
     if ci is not None:
         env["CI"] = ci
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.conftest", "-c",
