@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     max_steps: int = 6000
-    seconds: float = 1800.0
+    seconds: float = 0.0  # wall-clock cap, 0 = none; reaching it is an error (results must not depend on speed)
     batch_size: int = 16
     lr: float = 3e-3
     input_scale: float = 1.0
@@ -355,11 +355,10 @@ def _train(samples: list[Sample], config: TrainConfig, *, progress: bool, log_ev
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector-batches") as pool:
         batches = _prefetched(_batches(samples, config, rng, device), pool)
         while step < config.max_steps:
-            if time.perf_counter() - start > config.seconds:
-                history["stopped_by"] = "seconds"
-                log.warning("detector training stopped by the %.0f s budget at step %d of %d", config.seconds, step,
-                            config.max_steps)
-                break
+            if config.seconds and time.perf_counter() - start > config.seconds:
+                # a cap that bites would make the trained detector depend on the machine's speed
+                raise DataError(f"detector training reached detect.train.seconds = {config.seconds:g} s at step "
+                                f"{step} of {config.max_steps}; raise it (0 = no cap) or lower max_steps")
             x, targets = next(batches)
             with torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 out = model(x)
