@@ -24,25 +24,17 @@ carries on. ``DIFFPOSE_TRACKING=off`` disables tracking altogether.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import math
 import os
 import re
-import shutil
 import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-
-from diffpose.config import flatten
 
 EXPERIMENT_ENV = "DIFFPOSE_EXPERIMENT"
 DEFAULT_EXPERIMENT = "diffpose"
@@ -81,6 +73,8 @@ _CODE_PATHS = ("diffpose", "pyproject.toml", "params.yaml", "dvc.yaml", "Snakefi
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
     """HEAD's commit, with ``-dirty`` when the code or params differ from it; None outside git."""
+    import subprocess
+
     try:
         head, top = subprocess.run(
             ["git", "rev-parse", "HEAD", "--show-toplevel"], cwd=cwd, capture_output=True, text=True, timeout=10,
@@ -181,6 +175,8 @@ class SqliteStore:
         raise RuntimeError(f"could not create experiment {name!r}")
 
     def create_run(self, experiment: str, run_name: str, tags: dict[str, str]) -> str:
+        import uuid
+
         exp_id, location = self.experiment(experiment)
         run_id = uuid.uuid4().hex
         artifact_uri = f"{location.rstrip('/')}/{run_id}/artifacts"
@@ -229,6 +225,9 @@ class SqliteStore:
                 )
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None) -> None:
+        import shutil
+        from urllib.parse import urlparse
+
         row = self._db.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
         uri = row[0]
         if "://" in uri and not uri.startswith("file://"):
@@ -298,6 +297,9 @@ class ClientStore:
 
 def _probe_server(uri: str) -> None:
     """Fail in a few seconds, not after minutes of retries, when a tracking server is not there."""
+    import socket
+    from urllib.parse import urlparse
+
     parsed = urlparse(uri)
     if parsed.scheme not in {"http", "https"} or not parsed.hostname:
         return
@@ -353,6 +355,8 @@ class Tracker:
             return None
 
     def _start(self, params: dict[str, Any], tags: dict[str, str]) -> None:
+        import getpass
+
         self._store = open_store(self.uri)
         exp_name = os.environ.get("DVC_EXP_NAME")
         run_name = self.stage + (f"@{exp_name}" if exp_name else "")
@@ -378,6 +382,8 @@ class Tracker:
         self._log_params(params)
 
     def _log_params(self, params: dict[str, Any]) -> None:
+        from diffpose.config import flatten
+
         flat = redact(flatten(params))
         self._store.log_params(self.run_id, {k: str(v)[:_MAX_PARAM] for k, v in flat.items()})
 
@@ -390,6 +396,8 @@ class Tracker:
             self._guard("logging params", self._log_params, params)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from diffpose.config import flatten
+
         clean = {k: float(v) for k, v in flatten(metrics).items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self._ready() and clean:
