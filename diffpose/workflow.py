@@ -93,7 +93,7 @@ def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
                     deps.append(dep.def_path)
             outs = [o.def_path for o in stage.outs]
             cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
-            resolved.append((stage.addressing, cmd, deps, outs, params, _cores(stage.name, stage.meta)))
+            resolved.append((stage.name, cmd, deps, outs, params, _cores(stage.name, stage.meta)))
     all_outs = [o for _, _, _, outs, _, _ in resolved for o in outs]
     specs = []
     for name, cmd, deps, outs, params, cores in resolved:
