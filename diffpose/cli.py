@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from diffpose import __version__
 from diffpose.errors import DiffposeError
+from diffpose.io import check_writable
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,6 +30,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("diffpose.stages.validate", "check PoseTrack17/18/21 annotation files"),
     "convert": ("diffpose.stages.convert", "convert annotations between PoseTrack17 and PoseTrack18 formats"),
     "train-detector": ("diffpose.stages.train_detector", "train the synthetic benchmark's person detector (CenterNet)"),
+}
+
+# subcommand -> {argument: kind} of the paths it writes (kinds of diffpose.io.check_writable). They
+# are checked before the stage starts: a bad --out must fail in a second, not after the training.
+OUTPUTS: dict[str, dict[str, str]] = {
+    "synth": {"out": "dir"},
+    "detect": {"out": "file", "metrics": "file"},
+    "train": {"out": "dir"},
+    "infer": {"out": "dir"},
+    "predict": {"out": "dir"},
+    "evaluate": {"out": "file", "per_sequence": "dir"},
+    "convert": {"dst": "any"},
+    "train-detector": {"out": "file", "metrics": "file"},
 }
 
 
@@ -57,13 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(stage_parser)
     args = stage_parser.parse_args(argv[_command_position(argv) + 1 :])
     try:
+        for dest, kind in OUTPUTS.get(name, {}).items():
+            if getattr(args, dest, None):
+                check_writable(getattr(args, dest), kind)
         return int(module.main(args) or 0)
     except DiffposeError as err:
         print(f"diffpose {name}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an output (or input) path the system refuses: name it, no traceback
+        print(f"diffpose {name}: error: {_describe(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"diffpose {name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _describe(err: OSError) -> str:
+    """``<path>: <reason>``; for a rename (``os.replace(tmp, final)``) the path is the final one."""
+    path = err.filename2 if err.filename2 is not None else err.filename
+    reason = err.strerror or str(err)
+    return f"{os.fsdecode(path)}: {reason}" if path is not None else reason
 
 
 def _command_position(argv: list[str]) -> int:

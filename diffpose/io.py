@@ -8,6 +8,7 @@ flushed to disk, then renamed over the target (``os.replace`` is atomic on POSIX
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -92,3 +93,30 @@ def read_json(path: str | os.PathLike, *, allow_nan: bool = False) -> Any:
 
 def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_writable(path: str | os.PathLike, kind: str = "file") -> None:
+    """Raise the OSError that writing ``path`` would raise, before any work is done.
+
+    ``kind`` is ``file`` (written through :func:`atomic_path`), ``dir`` (created if missing, files
+    written into it) or ``any`` (a file, or a folder that receives files). Missing parent folders
+    are fine (they will be created); the nearest existing one must be a folder we may write to. A
+    stage that trains for an hour checks its outputs first, so a typo does not cost the run.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if kind == "file":
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        folder = path
+    elif path.exists() or path.is_symlink():
+        if kind == "dir":
+            raise FileExistsError(errno.EEXIST, "exists and is not a folder", str(path))
+        folder = path.parent
+    else:
+        folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)} ({folder} is a file)", str(path))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"{os.strerror(errno.EACCES)} (cannot write in {folder})", str(path))

@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from diffpose.config import load_params, section
+from diffpose.config import check_options, load_params, section
 from diffpose.detect.backends import make_detector
 from diffpose.detect.box_ap import box_ap
 from diffpose.detect.frames import FRAME_SETS, read_split
@@ -69,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_params(params_file: str | None, **overrides: Any) -> dict[str, Any]:
     """The detect section from ``params_file`` (or DEFAULTS) with command-line overrides."""
+    check_options({"--backend": ("detect.backend", overrides.get("backend")),
+                   "--score-threshold": ("detect.score_threshold", overrides.get("score_threshold")),
+                   "--frames": ("detect.frames", overrides.get("frames")),
+                   "--batch-size": ("detect.batch_size", overrides.get("batch_size"))})
     cfg = copy.deepcopy(section(load_params(params_file), "detect", params_file) if params_file else DEFAULTS)
     for key in ("backend", "score_threshold", "frames", "batch_size"):
         if overrides.get(key) is not None:

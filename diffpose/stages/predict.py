@@ -124,6 +124,13 @@ def run(*, video: str, checkpoint: str, out: str, boxes: str | None = None, dete
 
 
 def main(args: argparse.Namespace) -> int:
+    from diffpose.config import check_options
+
+    check_options({"--steps": ("infer.steps", args.steps), "--ensemble": ("infer.ensemble", args.ensemble),
+                   "--batch-size": ("infer.batch_size", args.batch_size),
+                   "--score-threshold": ("detect.score_threshold", args.score_threshold),
+                   "--draw-threshold": ({"type": "number"}, args.draw_threshold),
+                   "--max-frames": ({"type": "integer", "minimum": 0}, args.max_frames)})
     result = run(video=args.video, checkpoint=args.checkpoint, out=args.out, boxes=args.boxes,
                  detector=args.detector, steps=args.steps, ensemble=args.ensemble, flip_test=args.flip_test,
                  max_frames=args.max_frames,

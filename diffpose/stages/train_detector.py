@@ -11,7 +11,7 @@ import copy
 from dataclasses import asdict, fields
 from typing import Any
 
-from diffpose.config import load_params, section
+from diffpose.config import check_options, load_params, section
 from diffpose.detect.train import TrainConfig, train_and_save
 from diffpose.errors import ConfigError
 from diffpose.io import write_json
@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(params_file: str | None, **overrides: Any) -> TrainConfig:
+    check_options({f"--{k.replace('_', '-')}": (f"detect.train.{k}", v) for k, v in overrides.items()})
     values: dict[str, Any] = asdict(TrainConfig())
     if params_file:
         values.update(copy.deepcopy(section(load_params(params_file), "detect", params_file).get("train") or {}))
