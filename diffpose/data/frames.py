@@ -16,15 +16,15 @@ import logging
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
 
 from diffpose.errors import DataError
 from diffpose.io import atomic_path, write_json
+from diffpose.pool import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,12 @@ def extract_video(job: VideoJob, out: Path, jpeg_quality: int) -> VideoResult:
         for extra in frame_dir.glob("*.jpg"):  # frames of an older, longer version of the video
             if extra.stem.isdigit() and int(extra.stem) >= n:
                 extra.unlink()
-        if expected and n < expected:
-            log.warning("%s: container announces %d frames, %d decoded", job.video, expected, n)
+        if expected and n < expected:  # truncated or corrupt: no marker, so the next run retries it
+            return VideoResult(
+                job, frames=n,
+                error=f"{job.video}: only {n} of the {expected} frames the container announces could be decoded "
+                      f"(truncated or corrupt video)",
+            )
         write_json(
             job.marker(out),
             {"video": str(job.video), "sha256": file_sha256(job.video), "frames": n,
@@ -186,9 +190,7 @@ def extract_all(
 
     def record(res: VideoResult) -> None:
         nonlocal frames_done
-        results.append(res)
-        if res.error:
-            bar.write(f"diffpose frames: error: {res.error}")
+        results.append(res)  # a failure is reported once, by the stage, at the end
         frames_done += 0 if res.skipped else res.frames
         bar.update(1)
         bar.set_postfix(frames=frames_done, fps=f"{frames_done / max(time.perf_counter() - start, 1e-9):.0f}")
@@ -197,7 +199,7 @@ def extract_all(
         for job in jobs:
             record(extract_video(job, out, jpeg_quality))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with worker_pool(workers) as pool:  # Ctrl-C / SIGTERM stop it at once
             futures = [pool.submit(extract_video, job, out, jpeg_quality) for job in jobs]
             for fut in as_completed(futures):
                 record(fut.result())

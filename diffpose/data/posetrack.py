@@ -30,6 +30,7 @@ import math
 import os
 import re
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,20 @@ def _all_finite_lists(lists: list, length: int | None = None) -> bool:
     return set(map(type, chain.from_iterable(lists))) <= _NUMBER_TYPES and _sum_finite(lists)
 
 
+def _sizes_non_negative(boxes: list[list]) -> bool:
+    """Every [x, y, w, h] box (already known to be 4 finite numbers) has w >= 0 and h >= 0."""
+    return not boxes or (min(map(itemgetter(2), boxes)) >= 0 and min(map(itemgetter(3), boxes)) >= 0)
+
+
+def _box_ok(box: Any) -> bool:
+    """4 finite numbers [x, y, w, h] with w >= 0 and h >= 0."""
+    return _finite_numbers(box, 4) and box[2] >= 0 and box[3] >= 0
+
+
+def _positive_number(v: Any) -> bool:
+    return _is_num(v) and math.isfinite(v) and v > 0
+
+
 def _sum_finite(lists: list[list]) -> bool:
     """The numbers of all the lists add up to a finite value (so none is NaN or infinite); False
     also when an item is not a number or the sum overflows."""
@@ -154,7 +169,7 @@ def _check_kind(kind: str) -> None:
 
 
 _OPTIONAL_IMAGE_KEYS = frozenset(
-    ("frame_id", "nframes", "is_labeled", "vid_id", "ignore_regions_x", "ignore_regions_y")
+    ("frame_id", "nframes", "is_labeled", "vid_id", "ignore_regions_x", "ignore_regions_y", "width", "height")
 )
 
 
@@ -177,6 +192,9 @@ def _validate_image(source: Any, i: int, im: Any, kind: str) -> None:
         raise DataError(f"{where}: 'is_labeled' must be a boolean, got {_describe(im['is_labeled'])}")
     if "vid_id" in im and not isinstance(im["vid_id"], (str, int)):
         raise DataError(f"{where}: 'vid_id' must be a string, got {_describe(im['vid_id'])}")
+    for key in ("width", "height"):
+        if key in im and not _positive_number(im[key]):
+            raise DataError(f"{where}: '{key}' must be a positive number of pixels, got {_describe(im[key])}")
     has_x, has_y = "ignore_regions_x" in im, "ignore_regions_y" in im
     if has_x != has_y:
         raise DataError(f"{where}: 'ignore_regions_x' and 'ignore_regions_y' must come together")
@@ -235,6 +253,10 @@ def _images_valid(images: list) -> bool:
     for key, types in (("frame_id", {int}), ("nframes", {int}), ("is_labeled", {bool, int}), ("vid_id", {str, int})):
         if not _types_within([im[key] for im in images if key in im], types):
             return False
+    for key in ("width", "height"):
+        sizes = [im[key] for im in images if key in im]
+        if sizes and not (_all_finite_lists([sizes]) and min(sizes) > 0):
+            return False
     if any(("ignore_regions_x" in im) != ("ignore_regions_y" in im) for im in images):
         return False
     with_x = [im for im in images if "ignore_regions_x" in im]
@@ -259,7 +281,8 @@ def _annotations_valid(anns: list, frame_ids: set) -> bool:
     if not _types_within([a["id"] for a in anns if "id" in a], {int}):
         return False
     for key in ("bbox", "bbox_head"):
-        if not _all_finite_lists([a[key] for a in anns if key in a], 4):
+        boxes = [a[key] for a in anns if key in a]
+        if not (_all_finite_lists(boxes, 4) and _sizes_non_negative(boxes)):
             return False
     scores = [a.get("scores", []) for a in anns]
     if not (_types_within(scores, {list}) and _all_finite_lists([s for s in scores if s], kp.NUM_KEYPOINTS)):
@@ -270,15 +293,20 @@ def _annotations_valid(anns: list, frame_ids: set) -> bool:
     keypoints = [a.get("keypoints") for a in anns]
     if not (_types_within(keypoints, {list}) and set(map(len, keypoints)) <= {NUM_VALUES}):
         return False
-    # Numbers, booleans included, all finite: what the numeric-array rule of
-    # _validate_keypoint_block accepts, without building the array.
+    if not _types_within(chain.from_iterable(keypoints), _NUMBER_TYPES):  # no JSON true as a coordinate
+        return False
+    # All finite: what the numeric-array rule of _validate_keypoint_block accepts, without
+    # building the array (the sum is only reached with numbers, booleans excluded).
     return _sum_finite(keypoints)
 
 
 def _numeric_block_finite(rows: list[list]) -> bool:
-    """The rule of :func:`_validate_keypoint_block`: the rows make a numeric array, all finite."""
+    """The rule of :func:`_validate_keypoint_block`: the rows make a numeric array, all finite,
+    with no boolean (JSON ``true`` is not a coordinate)."""
     if not rows:
         return True
+    if not _types_within(chain.from_iterable(rows), _NUMBER_TYPES):
+        return False
     try:
         block = np.array(rows)
     except (ValueError, TypeError):
@@ -289,7 +317,12 @@ def _numeric_block_finite(rows: list[list]) -> bool:
 def validate_posetrack18(obj: Any, source: Any = "<data>", *, kind: str = "gt") -> None:
     """Raise DataError (one line: file, frame/annotation, field, expectation) unless ``obj`` is a
     valid PoseTrack18/21 sequence. ``kind="pred"`` accepts prediction files (minimal images,
-    no head boxes)."""
+    no head boxes).
+
+    Boxes must have w >= 0 and h >= 0 and image sizes must be positive. A zero-size head box is
+    valid (the official evaluator accepts it and scores every joint of that person as a miss):
+    :func:`zero_size_head_boxes` finds them for a warning.
+    """
     _check_kind(kind)
     if not isinstance(obj, dict):
         raise DataError(f"{source}: expected a JSON object with 'images' and 'annotations', got {type(obj).__name__}")
@@ -323,6 +356,29 @@ def validate_posetrack18(obj: Any, source: Any = "<data>", *, kind: str = "gt") 
                 )
 
 
+def zero_size_head_boxes(obj: dict) -> list[int]:
+    """Positions of the annotations with keypoints whose head size is 0 (a ``bbox_head`` of zero
+    width and height, or one too small to change x or y when added to them). The official
+    evaluator divides by the head size, so every joint of such a person is unmatchable."""
+    found = []
+    for i, a in enumerate(obj.get("annotations", [])):
+        box = a.get("bbox_head")
+        if box is not None and _has_points18(a["keypoints"]):
+            x, y, w, h = box
+            dx, dy = (x + w) - x, (y + h) - y
+            if dx * dx + dy * dy == 0:  # as the evaluator computes it (an underflow counts)
+                found.append(i)
+    return found
+
+
+def describe_annotation(source: Any, obj: dict, i: int) -> str:
+    """``source: annotation #i (id ..., image ... <file name>)`` plus its track id."""
+    a = obj["annotations"][i]
+    frames = {im["id"]: im["file_name"] for im in obj["images"]}
+    where = _ann_where(source, i, a, frames)
+    return where + (f" track {a['track_id']}" if "track_id" in a else "")
+
+
 def _validate_annotation(source: Any, i: int, a: dict, frames: dict, kind: str) -> None:
     """Fast path: cheap checks first; the location text is only built for an error."""
     image_id, track_id = a.get("image_id"), a.get("track_id")
@@ -332,8 +388,8 @@ def _validate_annotation(source: Any, i: int, a: dict, frames: dict, kind: str) 
         and image_id in frames
         and type(track_id) is int
         and ("id" not in a or type(a["id"]) is int)
-        and ("bbox" not in a or _finite_numbers(a["bbox"], 4))
-        and ("bbox_head" not in a or _finite_numbers(a["bbox_head"], 4))
+        and ("bbox" not in a or _box_ok(a["bbox"]))
+        and ("bbox_head" not in a or _box_ok(a["bbox_head"]))
         and isinstance(scores, list)
         and (not scores or _finite_numbers(scores, kp.NUM_KEYPOINTS))
         and ("score" not in a or a["score"] is None or (_is_num(a["score"]) and math.isfinite(a["score"])))
@@ -354,6 +410,10 @@ def _validate_annotation(source: Any, i: int, a: dict, frames: dict, kind: str) 
     for key in ("bbox", "bbox_head"):
         if key in a and not _finite_numbers(a[key], 4):
             raise DataError(f"{where}: '{key}' must be 4 finite numbers [x, y, w, h], got {_describe(a[key])}")
+        if key in a and not _box_ok(a[key]):
+            raise DataError(
+                f"{where}: '{key}' [x, y, w, h] must have a width and height >= 0, got {_describe(a[key])}"
+            )
     if not isinstance(scores, list) or (scores and not _finite_numbers(scores, kp.NUM_KEYPOINTS)):
         raise DataError(
             f"{where}: 'scores' must be empty or {kp.NUM_KEYPOINTS} finite numbers (one per keypoint), "

@@ -65,7 +65,9 @@ def read_boxes(path: str | os.PathLike, frames: Sequence[Frame], *, ignore_unmat
         name = _entry_name(entry, i, path, id_to_name)
         bbox, score = entry.get("bbox"), entry.get("score", 1.0)
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
-            raise DataError(f"{path}: entry {i} ({name}): bbox must be [x, y, w, h] numbers, got {bbox!r}")
+            raise DataError(f"{path}: entry {i} ({name}): bbox must be [x, y, w, h] finite numbers, got {bbox!r}")
+        if bbox[2] < 0 or bbox[3] < 0:
+            raise DataError(f"{path}: entry {i} ({name}): bbox [x, y, w, h] must have a width and height >= 0, got {bbox!r}")
         if not is_finite_number(score):
             raise DataError(f"{path}: entry {i} ({name}): score must be a number, got {score!r}")
         try:

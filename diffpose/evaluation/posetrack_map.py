@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from diffpose.data import keypoints as kp
-from diffpose.data.posetrack import MISSING_SCORE, load_sequence
+from diffpose.data.posetrack import MISSING_SCORE, describe_annotation, load_sequence, zero_size_head_boxes
 from diffpose.errors import DataError
 
 LOG = logging.getLogger(__name__)
@@ -297,11 +297,22 @@ def prepare(pairs: Iterable[SequencePair], subset: str = "all") -> EvalData:
     names: list[str] = []
     parts: list[EvalData] = []
     n_frames = 0
+    zero_heads: list[str] = []  # one description per GT person whose head size is 0
     with _gc_paused():  # covers the parsing too when pairs come from iter_pairs
         for s, pair in enumerate(pairs):
             names.append(pair.name)
             parts.append(_sequence_data(pair.gt, pair.pred, s, n_frames, subset))
             n_frames += len(parts[-1].frame_seq)
+            gt = parts[-1].gt
+            if not (gt.head[gt.has.any(axis=1)] > 0).all():  # NaN: no head box, only on people without points
+                zero_heads += [describe_annotation(pair.gt_path, pair.gt, i) for i in zero_size_head_boxes(pair.gt)]
+    if zero_heads:
+        more = f" (and {len(zero_heads) - 1} more such person(s))" if len(zero_heads) > 1 else ""
+        LOG.warning(
+            "%s: 'bbox_head' has zero size%s: every joint of that person counts as unmatched (head-normalised "
+            "distance with a head size of 0); the official evaluator scores it the same way, so the mAP "
+            "includes it", zero_heads[0], more,
+        )
     if not parts:
         nothing = {"images": [], "annotations": []}
         parts.append(_sequence_data(nothing, nothing, 0, 0, subset))

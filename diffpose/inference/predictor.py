@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from diffpose.data.keypoints import FLIP_INDEX
 from diffpose.data.transforms import apply_affine, invert_affine
+from diffpose.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int =
     """
     from diffpose.progress import progress_bar
 
+    check_finite_weights(model)
     device = model_device(model)
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
@@ -85,4 +87,22 @@ def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int =
     j = model.cfg.num_joints if hasattr(model, "cfg") else 0
     keypoints = np.stack(all_xy) if all_xy else np.zeros((0, j, 2))
     scores = np.concatenate(all_scores) if all_scores else np.zeros((0, j))
+    bad = ~(np.isfinite(keypoints).all(axis=(1, 2)) & np.isfinite(scores).all(axis=1))
+    if bad.any():
+        raise DataError(
+            f"the model predicts non-finite keypoints or scores for {int(bad.sum())} of {len(bad)} person clips "
+            f"(first: clip #{int(np.argmax(bad))}); nothing was written"
+        )
     return Predictions(keypoints, scores, seconds)
+
+
+def check_finite_weights(model: torch.nn.Module) -> None:
+    """DataError naming the first parameter or buffer that holds NaN or infinity (a diverged or
+    corrupted checkpoint would otherwise give NaN predictions, which no JSON file can hold)."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            count = int((~torch.isfinite(tensor)).sum())
+            raise DataError(
+                f"model weights are not finite: {name} holds {count} NaN/inf value(s) of {tensor.numel()} "
+                f"(a diverged or corrupted checkpoint); nothing was written"
+            )

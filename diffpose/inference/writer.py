@@ -13,6 +13,7 @@ import numpy as np
 
 from diffpose.data.clips import Sample, Sequence
 from diffpose.data.posetrack import write_sequence
+from diffpose.errors import DataError
 
 
 def sequence_predictions(seq: Sequence, samples: list[Sample], keypoints: np.ndarray, scores: np.ndarray) -> dict:
@@ -45,6 +46,8 @@ def write_predictions(out_dir: str | Path, sequences: list[Sequence], samples: l
                       keypoints: np.ndarray, scores: np.ndarray) -> list[Path]:
     """Write ``out_dir/<sequence>.json`` for every sequence (atomically); returns the paths."""
     out = Path(out_dir)
+    if not (np.isfinite(keypoints).all() and np.isfinite(scores).all()):  # JSON cannot hold them
+        raise DataError(f"{out}: predictions hold NaN or infinite values; nothing was written")
     out.mkdir(parents=True, exist_ok=True)
     by_seq: dict[int, list[int]] = {}
     for i, sample in enumerate(samples):

@@ -9,6 +9,8 @@ from diffpose.data.frames import extract_all
 from diffpose.errors import DataError
 from diffpose.tracking import stage_run
 
+SHOW = 3  # failed videos described in the error line
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", required=True, help="folder of videos: <split>/<seq>.mp4 or <seq>.mp4")
@@ -44,8 +46,9 @@ def run(videos: str, out: str, *, jpeg_quality: int = 95, workers: int = 0, prog
         }
         tracker.log_metrics(metrics)
         if failed:
-            names = ", ".join(str(r.job.video) for r in failed)
-            raise DataError(f"{len(failed)} of {len(results)} videos failed ({names}); the others were extracted")
+            shown = "; ".join(r.error for r in failed[:SHOW])
+            more = f"; and {len(failed) - SHOW} more" if len(failed) > SHOW else ""
+            raise DataError(f"{len(failed)} of {len(results)} videos failed: {shown}{more}; the others were extracted")
     return metrics
 
 

@@ -2,7 +2,8 @@
 
 Folders are expanded to their ``*.json`` files. Each file prints ``OK`` with its format and size,
 or one error line naming the file, frame/annotation and field; the exit status is 1 if any file
-is bad.
+is bad. A ground-truth person with a zero-size head box is reported as an error too: the official
+evaluator accepts the file, but scores every joint of that person as a miss.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def check_file(path: Path, *, kind: str = "gt") -> str:
         posetrack.validate_posetrack17(obj, path, kind=kind)
         obj = posetrack.posetrack17_to_18(obj)
     posetrack.validate_posetrack18(obj, path, kind=kind)
+    zero = posetrack.zero_size_head_boxes(obj) if kind == "gt" else []
+    if zero:
+        more = f" (and {len(zero) - 1} more such person(s))" if len(zero) > 1 else ""
+        raise DataError(
+            f"{posetrack.describe_annotation(path, obj, zero[0])}: 'bbox_head' has zero size{more}: every joint "
+            f"of that person would count as unmatched (the head size normalises the PCKh distance)"
+        )
     return f"PoseTrack{fmt}, {len(obj['images'])} frames, {len(obj.get('annotations', []))} people"
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -24,6 +23,7 @@ from diffpose.data.synthetic.presets import Preset, get_preset
 from diffpose.data.synthetic.sequence import SPLITS, SequenceSpec, generate_sequence
 from diffpose.errors import DataError
 from diffpose.io import atomic_path, write_json
+from diffpose.pool import worker_pool
 
 log = logging.getLogger(__name__)
 FOURCC = "mp4v"
@@ -146,7 +146,7 @@ def generate(
             results.append(write_sequence(spec, out))
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with worker_pool(workers) as pool:  # Ctrl-C / SIGTERM stop it at once
             futures = [pool.submit(write_sequence, spec, out) for spec in specs]
             for fut in as_completed(futures):
                 results.append(fut.result())
