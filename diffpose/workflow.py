@@ -5,9 +5,21 @@ becomes a :class:`RuleSpec` with the same command, inputs and outputs, so Snakem
 DAG with parallel jobs and cluster executors. Mapping rules:
 
 - a dependency inside another stage's output folder becomes a dependency on that folder (Snakemake
-  can only link a rule to the exact paths another rule declares);
-- a source folder no stage produces is expanded to its files, so an edited module re-runs the
-  rule (a folder's own mtime does not change when a file inside it is edited);
+  can only link a rule to the exact paths another rule declares); a dependency on a folder that
+  other stages write into (a table over ``results/metrics``) becomes a dependency on each of those
+  outputs;
+- a ``persist: true`` output (training's ``last.pt``, ``data/frames``) is resume state that
+  Snakemake must never own: Snakemake deletes a job's outputs before it runs and after it fails
+  (its ``update()`` flag instead copies them aside and restores the pre-job copy on failure, which
+  throws away the progress a killed training made, and copies a frames folder every run). So
+  such an output is not a rule output; in its place the rule declares a marker,
+  ``logs/snakemake/persist/<output>.done`` (flagged ``touch``: Snakemake touches it after the job
+  succeeds), and the rules that depend on the output depend on the marker;
+- a ``dvc add``-ed path (or a path inside one) is one input, its ``.dvc`` file (which changes
+  exactly when the data does), not one input per file (PoseTrack: ~10^5 frames);
+- a source folder no stage produces is expanded to its files when it is (or is inside) a Python
+  package, so an edited module re-runs the rule (a folder's own mtime does not change when a file
+  inside it is edited); any other such folder (data placed by hand) is one input, the folder;
 - an output is a folder when it already is one, or when its name has no suffix;
 - the values of the tracked params keys are part of the rule's params, so a changed param re-runs
   it in Snakemake just as in DVC;
@@ -53,9 +65,26 @@ def _inside(path: str, folder: str) -> bool:
     return PurePosixPath(path).is_relative_to(PurePosixPath(folder)) and path != folder
 
 
+PERSIST_MARKERS = "logs/snakemake/persist"  # where the marker of a persist output lives
+
+
+def persist_marker(out: str) -> str:
+    return f"{PERSIST_MARKERS}/{out.rstrip('/')}.done"
+
+
+def _in_package(full: Path, root: Path) -> bool:
+    """``full`` is a Python package or lies inside one (below ``root``)."""
+    for folder in (full, *full.parents):
+        if folder == root or not folder.is_relative_to(root):
+            return False
+        if (folder / "__init__.py").is_file():
+            return True
+    return False
+
+
 def _source_files(path: str, root: Path) -> list[str]:
     full = root / path
-    if not full.is_dir():
+    if not full.is_dir() or not _in_package(full, root):
         return [path]
     files = [
         p.relative_to(root).as_posix()
@@ -63,6 +92,15 @@ def _source_files(path: str, root: Path) -> list[str]:
         if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")
     ]
     return files or [path]
+
+
+def _touch(path: str):
+    """``path`` flagged for Snakemake to touch after the job (a plain string without Snakemake)."""
+    try:
+        from snakemake.io import touch
+    except ImportError:  # the generator works without Snakemake (tests, DVC-only installs)
+        return path
+    return touch(path)
 
 
 def _cores(stage: str, meta: object) -> int:
@@ -80,6 +118,11 @@ def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
     root = Path(root).resolve()
     with Repo(str(root)) as repo:
         stages = [s for s in repo.index.stages if getattr(s, "cmd", None)]
+        added = {  # dvc add-ed path -> its .dvc file, both relative to root
+            Path(out.fs_path).resolve().relative_to(root).as_posix(): Path(s.path).resolve().relative_to(root).as_posix()
+            for s in repo.index.stages if not getattr(s, "cmd", None) and s.path.endswith(".dvc")
+            for out in s.outs
+        }
         resolved = []
         for stage in stages:
             if Path(stage.wdir).resolve() != root:
@@ -92,28 +135,38 @@ def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
                 else:
                     deps.append(dep.def_path)
             outs = [o.def_path for o in stage.outs]
+            persisted = {o.def_path for o in stage.outs if o.persist}
             cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
-            resolved.append((stage.name, cmd, deps, outs, params, _cores(stage.name, stage.meta)))
-    all_outs = [o for _, _, _, outs, _, _ in resolved for o in outs]
+            resolved.append((stage.name, cmd, deps, outs, persisted, params, _cores(stage.name, stage.meta)))
+    all_outs = [o for _, _, _, outs, _, _, _ in resolved for o in outs]
+    all_persisted = {o for _, _, _, _, persisted, _, _ in resolved for o in persisted}
+
+    def target(out: str) -> str:  # what a dependant links to: the output, or its marker
+        return persist_marker(out) if out in all_persisted else out
+
     specs = []
-    for name, cmd, deps, outs, params, cores in resolved:
+    for name, cmd, deps, outs, persisted, params, cores in resolved:
         inputs: list[str] = []
         for dep in deps:
             producer = next((o for o in all_outs if o == dep or _inside(dep, o)), None)
+            tracked = next((a for a in added if a == dep or _inside(dep, a)), None)
             if producer is not None:
-                inputs.append(producer)
-            elif any(_inside(o, dep) for o in all_outs):
-                raise ValueError(f"dvc.yaml: stage {name}: dependency {dep} contains another stage's output")
+                inputs.append(target(producer))
+            elif tracked is not None:
+                inputs.append(added[tracked])
+            elif inside := [o for o in all_outs if _inside(o, dep)]:  # a folder other stages write into
+                inputs.extend(target(o) for o in inside)
             else:
                 inputs.extend(_source_files(dep, root))
+        rule_outs = [o for o in outs if o not in persisted]
         specs.append(
             RuleSpec(
                 name=_rule_name(name),
                 stage=name,
                 cmd=cmd,
                 inputs=tuple(dict.fromkeys(inputs)),
-                outputs=tuple(outs),
-                directories=frozenset(o for o in outs if _is_dir_output(o, root)),
+                outputs=tuple(rule_outs) + tuple(_touch(persist_marker(o)) for o in outs if o in persisted),
+                directories=frozenset(o for o in rule_outs if _is_dir_output(o, root)),
                 params=json.dumps(params, sort_keys=True),
                 cores=cores,
             )

@@ -94,3 +94,35 @@ def test_fill_records_orders_frames_by_number_within_each_sequence():
     bad = [Frame(image_id=1, file_name="images/val/seq_c/frame_a.jpg", labelled=True, source=None)]
     with pytest.raises(DataError, match="frame_a.jpg: frame name is not a number.*fill_gaps.enabled: false"):
         fill_records([], bad)
+
+
+def test_a_person_found_with_low_scores_gets_no_interpolated_twin():
+    """Review probe 7: 0.9 boxes on frames 0 and 6, 0.25 boxes at the same place on frames 1-5.
+    The second (low-score) association pass finds the person on 1-5, so there is no gap to fill;
+    one person keeps one box per frame."""
+    numbers = list(range(7))
+    boxes = frames_of([[walker(0, speed=0.0) + [0.9 if t in (0, 6) else 0.25]] for t in numbers])
+    assert sum(len(a) for a in fill_gaps(numbers, boxes)) == 0
+    # moving, with the low boxes shifted a little: still linked, still no twin
+    moving = frames_of([[walker(t + (0.3 if 0 < t < 6 else 0.0)) + [0.9 if t in (0, 6) else 0.25]] for t in numbers])
+    assert sum(len(a) for a in fill_gaps(numbers, moving)) == 0
+    # a real gap between two low-score stretches is still filled (from the weak boxes' positions)
+    holed = frames_of([[walker(t) + [0.9 if t in (0, 7) else 0.25]] if t not in (3, 4) else [] for t in range(8)])
+    added = fill_gaps(list(range(8)), holed)
+    assert [len(a) for a in added] == [0, 0, 0, 1, 1, 0, 0, 0]
+    np.testing.assert_allclose(added[3][0, :4], walker(3), atol=1e-3)
+    assert added[3][0, 4] == pytest.approx(0.8 * 0.25)
+
+
+def test_an_added_box_on_top_of_a_box_of_its_frame_is_dropped():
+    """Whatever the linking did, a box is not interpolated where the frame already holds one at
+    IoU >= suppress_iou (here a weak box too far from the track's prediction to be linked, but
+    overlapping the interpolated position)."""
+    numbers = list(range(7))
+    per_frame = [[walker(t, speed=0.0) + [0.9]] if t in (0, 1, 5, 6) else [] for t in numbers]
+    per_frame[3] = [[28.0, 50.0, 40.0, 120.0, 0.1]]  # 8 px off the person: IoU 0.67
+    no_link = GapFill(iou=0.9)
+    added = fill_gaps(numbers, frames_of(per_frame), no_link)
+    assert [len(a) for a in added] == [0, 0, 1, 0, 1, 0, 0]
+    added = fill_gaps(numbers, frames_of(per_frame), GapFill(iou=0.9, suppress_iou=1.01))  # guard off
+    assert [len(a) for a in added] == [0, 0, 1, 1, 1, 0, 0]

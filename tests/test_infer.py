@@ -15,7 +15,7 @@ from diffpose.inference.boxes import gt_samples
 from diffpose.stages import infer
 from tests.test_clips import HEATMAP, INPUT, HeatmapCodec, make_tiny_dataset
 
-SETTINGS = {"steps": 1, "ensemble": 1, "boxes": "gt", "box_score_threshold": 0.2, "batch_size": 4, "seed": 0}
+SETTINGS = {"steps": 1, "ensemble": 1, "boxes": "gt", "batch_size": 4, "seed": 0}
 
 
 class OracleModel(torch.nn.Module):
@@ -85,7 +85,8 @@ def test_shifted_heatmaps_lower_the_map(tmp_path):
     assert evaluate_folders(ann_dir, out)["Total"] < 50.0
 
 
-def test_detection_boxes_with_scores_and_threshold(tmp_path):
+def test_detection_boxes_are_used_as_written_with_their_scores(tmp_path):
+    """One box-score threshold, the detect stage's: infer takes every box of the file."""
     ann_dir, root = make_tiny_dataset(tmp_path / "data", split="val", sequences=1, frames=4)
     gt = json.loads((ann_dir / "seq0.json").read_text())
     dets = [{"image_id": a["image_id"], "bbox": a["bbox"], "score": 0.9, "category_id": 1} for a in gt["annotations"]]
@@ -93,10 +94,11 @@ def test_detection_boxes_with_scores_and_threshold(tmp_path):
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps(dets))
     model = OracleModel(ann_dir)
+    model.targets.append(model.targets[0])  # a heatmap for the fifth box
     out = tmp_path / "pred"
     metrics = infer.run(checkpoint="x/model.pt", annotations=str(ann_dir), images=str(root), out=str(out),
                         settings=dict(SETTINGS, boxes=str(boxes)), model=model, payload={}, progress=False)
-    assert metrics["person_clips"] == 4  # the 0.1 box is below the threshold
+    assert metrics["person_clips"] == 5  # the 0.1 box too (the detect stage wrote it, so it passed its threshold)
     pred = json.loads((out / "seq0.json").read_text())
     scores = np.array([a["scores"] for a in pred["annotations"]])
     peaks = np.array([a["keypoints"][2::3] for a in pred["annotations"]])
@@ -106,8 +108,8 @@ def test_detection_boxes_with_scores_and_threshold(tmp_path):
 
 def test_cli_overrides_replace_params():
     params = {"infer": dict(SETTINGS)}
-    s = infer.infer_settings(params, steps=4, ensemble=None, boxes="dets.json")
-    assert (s["steps"], s["ensemble"], s["boxes"]) == (4, 1, "dets.json")
+    s = infer.infer_settings(params, steps=4, ensemble=None)
+    assert (s["steps"], s["ensemble"]) == (4, 1)
 
 
 class MirrorOracle(OracleModel):

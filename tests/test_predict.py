@@ -79,3 +79,75 @@ def test_unreadable_video_is_a_one_line_error(checkpoint, tmp_path):
     proc = subprocess.run([str(BIN / "diffpose"), "predict", str(bad), "--checkpoint", str(checkpoint),
                            "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "bad.mp4" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def detector_checkpoint(tmp_path_factory) -> Path:
+    """An untrained CenterNet in the train_detector stage's checkpoint format (what it finds does
+    not matter here: the command must run end to end)."""
+    import torch
+
+    from diffpose.detect.centernet import CenterNet, CenterNetConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("detector") / "detector.pt"
+    save_checkpoint(path, CenterNet(CenterNetConfig(width=8)).eval(), input_scale=0.5)
+    return path
+
+
+def _params(path: Path, backend: str = "synthetic", **options) -> Path:
+    """The repository's params.yaml with ``options`` set in detect.<backend>."""
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["detect"][backend].update(options)
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _predict(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "diffpose"), "predict", *args, "--max-frames", "2", "--no-progress"],
+                          capture_output=True, text=True, timeout=180, cwd=cwd)
+
+
+def test_predict_with_the_synthetic_detector(videos_dir, checkpoint, detector_checkpoint, tmp_path):
+    video = str(videos_dir / "vtest.avi")
+    proc = _predict(video, "--checkpoint", str(checkpoint), "--detector", "synthetic", "--detector-checkpoint",
+                    str(detector_checkpoint), "--score-threshold", "0", "--out", str(tmp_path / "a"))
+    assert proc.returncode == 0, proc.stderr
+    assert len(load_sequence(tmp_path / "a" / "vtest.json", kind="pred")["images"]) == 2
+    # the checkpoint from --params (detect.synthetic.checkpoint), with that section's other options
+    params = _params(tmp_path / "params.yaml", checkpoint=str(detector_checkpoint), max_detections=5, flip_test=False)
+    proc = _predict(video, "--checkpoint", str(checkpoint), "--detector", "synthetic", "--params", str(params),
+                    "--out", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "b" / "vtest_overlay.mp4").exists()
+
+
+def test_predict_detector_errors_are_one_line(videos_dir, checkpoint, tmp_path):
+    video = str(videos_dir / "vtest.avi")
+    cases = [  # (arguments, what the one line says)
+        (["--detector", "synthetic"], "models/detector/detector.pt: detector checkpoint not found"),  # no default file
+        (["--detector", "synthetic", "--detector-checkpoint", str(tmp_path / "none.pt")], "none.pt: detector checkpoint"),
+        (["--detector", "hog", "--detector-checkpoint", "d.pt"], "--detector-checkpoint is the synthetic detector's"),
+        (["--detector", "precomputed"], "give the boxes file with --boxes"),
+        (["--detector", "yolo"], "--detector must be one of"),
+    ]
+    for extra, message in cases:
+        proc = _predict(video, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), *extra, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (extra, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, (extra, proc.stderr)
+    params = _params(tmp_path / "bad.yaml", backend="hog", winstride=8)
+    proc = _predict(video, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--params", str(params))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "winstride" in proc.stderr, proc.stderr
+
+
+def test_make_detector_names_missing_and_unknown_options():
+    from diffpose.detect.backends import make_detector
+    from diffpose.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"detect.synthetic: missing option checkpoint \(the options are: checkpoint,"):
+        make_detector("synthetic", {})
+    with pytest.raises(ConfigError, match=r"detect.synthetic: unknown options colour, size; missing option checkpoint"):
+        make_detector("synthetic", {"size": 3, "colour": "red"})

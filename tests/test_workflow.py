@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from diffpose.workflow import rules_from_dvc
+from diffpose.workflow import persist_marker, rules_from_dvc
 from tests.pipeline_copy import REPO, make_copy, run, tool_env
 
 
@@ -55,6 +55,8 @@ def _stages_from_dvc_yaml(root: Path) -> dict[str, dict]:
                 "deps": _resolve(body.get("deps", []), params, key),
                 "outs": _resolve(_paths(body.get("outs", [])) + _paths(body.get("metrics", [])), params, key),
                 "params": _resolve(body.get("params", []), params, key),
+                "persist": _resolve([next(iter(e)) for e in body.get("outs", [])
+                                     if isinstance(e, dict) and next(iter(e.values())).get("persist")], params, key),
             }
     return stages
 
@@ -71,6 +73,10 @@ def test_one_rule_per_dvc_stage_with_the_same_cmd_deps_and_outs():
     assert len({s.name for s in specs}) == len(specs)
     assert all(re.fullmatch(r"[A-Za-z_]\w*", s.name) for s in specs)
     all_outs = [o for stage in want.values() for o in stage["outs"]]
+    persisted = {o for stage in want.values() for o in stage["persist"]}
+
+    def linked(out: str) -> str:  # a persist output is never a rule's: its marker stands for it
+        return persist_marker(out) if out in persisted else out
 
     def under(path: str, folder: str) -> bool:
         return PurePosixPath(path).is_relative_to(PurePosixPath(folder))
@@ -78,15 +84,16 @@ def test_one_rule_per_dvc_stage_with_the_same_cmd_deps_and_outs():
     for spec in specs:
         stage = want[spec.stage]
         assert spec.cmd == stage["cmd"], spec.stage
-        assert list(spec.outputs) == stage["outs"], spec.stage
-        assert spec.directories == {o for o in stage["outs"] if PurePosixPath(o).suffix == ""}, spec.stage
+        outs = [o for o in stage["outs"] if o not in persisted]
+        assert list(spec.outputs) == outs + [persist_marker(o) for o in stage["outs"] if o in persisted], spec.stage
+        assert spec.directories == {o for o in outs if PurePosixPath(o).suffix == ""}, spec.stage
         inputs = set(spec.inputs)
         explained = set()
         for dep in stage["deps"]:
             producer = [o for o in all_outs if under(dep, o)]
             if producer:  # another stage's output, or inside one: the rule depends on that output
-                assert producer[0] in inputs, (spec.stage, dep)
-                explained.add(producer[0])
+                assert linked(producer[0]) in inputs, (spec.stage, dep)
+                explained.add(linked(producer[0]))
             elif (REPO / dep).is_dir():  # a source folder: each file of it, so an edit re-runs the rule
                 files = _tracked_files(dep)
                 assert files and files <= inputs, (spec.stage, dep, files - inputs)

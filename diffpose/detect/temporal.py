@@ -10,9 +10,15 @@ optical flow.
 
 Linking is greedy on IoU: each live track predicts its box at the current frame with a constant
 velocity (smoothed), and pairs (track, box) are taken in order of decreasing IoU while IoU >=
-``iou``. A box no track takes starts a track. Only boxes scoring >= ``min_score`` take part; the
-others stay in the output untouched. An added box scores ``score_factor`` x the lower score of the
-two boxes it lies between, so it ranks below the detections it was made from.
+``iou``. A box scoring >= ``min_score`` that no track takes starts a track. As in ByteTrack, a
+second pass then offers the tracks left unmatched the frame's weaker boxes (below ``min_score``):
+a track that finds its person there has no gap on that frame, so nothing is interpolated over a
+person the detector did find, only with a low score (weak boxes extend tracks but start none).
+Every input box stays in the output untouched. An added box
+scores ``score_factor`` x the lower score of the two boxes it lies between, so it ranks below the
+detections it was made from, and is dropped when it overlaps a box already on its frame (an input
+box or one added before) at IoU >= ``suppress_iou``: that is the same person, found (the usual
+NMS threshold of a person detector).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class GapFill:
     iou: float = 0.3  # least IoU between a track's predicted box and a box to link them
     max_gap: int = 16  # longest run of missed frames (frame numbers) that is filled
     score_factor: float = 0.8  # an added box scores this x the lower score of its two ends
+    suppress_iou: float = 0.5  # an added box overlapping a box on its frame this much is not added
 
 
 @dataclass
@@ -76,30 +83,47 @@ def fill_gaps(frames: Sequence[int], boxes: Sequence[np.ndarray], config: GapFil
     if any(b <= a for a, b in zip(frames, frames[1:])):
         raise ValueError("frame numbers must be strictly increasing")
     index = {int(f): i for i, f in enumerate(frames)}
+    inputs = [as_boxes(b) for b in boxes]
     added: list[list[list[float]]] = [[] for _ in frames]
     tracks: list[_Track] = []
-    for frame, frame_boxes in zip(frames, boxes):
+
+    def add(target: int, row: list[float]) -> None:
+        """``row`` on frame ``target`` unless a box already there is the same person."""
+        present = [inputs[target][:, :4], *(np.asarray([r[:4]], np.float64) for r in added[target])]
+        present = np.concatenate(present) if present else np.zeros((0, 4))
+        if len(present) and iou_matrix(np.asarray([row[:4]]), present).max() >= config.suppress_iou:
+            return
+        added[target].append(row)
+
+    def link(track: _Track, frame: int, box: np.ndarray, score: float) -> None:
+        """Extend ``track`` to ``box`` on ``frame``, filling the frames it skipped."""
+        gap = frame - track.frame
+        for step in range(1, gap):  # the frames this track skipped
+            target = index.get(track.frame + step)
+            if target is not None:
+                a = step / gap
+                add(target, [*((1 - a) * track.box + a * box), config.score_factor * min(track.score, score)])
+        move = (box - track.box) / gap
+        track.velocity = move if track.length == 1 else 0.5 * track.velocity + 0.5 * move
+        track.frame, track.box, track.score, track.length = frame, box, score, track.length + 1
+
+    for frame, frame_boxes in zip(frames, inputs):
         frame = int(frame)
-        candidates = as_boxes(frame_boxes)
-        candidates = candidates[candidates[:, 4] >= config.min_score]
+        strong = frame_boxes[:, 4] >= config.min_score
+        candidates, weak = frame_boxes[strong], frame_boxes[~strong]
         live = [t for t in tracks if frame - t.frame <= config.max_gap + 1]
         pairs = []
         if live and len(candidates):
             predicted = np.stack([t.predict(frame) for t in live])
             pairs = _greedy_pairs(iou_matrix(predicted, candidates), config.iou)
-        linked = set()
         for r, c in pairs:
-            track, box, score = live[r], candidates[c, :4].astype(np.float64), float(candidates[c, 4])
-            gap = frame - track.frame
-            for step in range(1, gap):  # the frames this track skipped
-                target = index.get(track.frame + step)
-                if target is not None:
-                    a = step / gap
-                    added[target].append([*((1 - a) * track.box + a * box), config.score_factor * min(track.score, score)])
-            move = (box - track.box) / gap
-            track.velocity = move if track.length == 1 else 0.5 * track.velocity + 0.5 * move
-            track.frame, track.box, track.score, track.length = frame, box, score, track.length + 1
-            linked.add(c)
+            link(live[r], frame, candidates[c, :4].astype(np.float64), float(candidates[c, 4]))
+        linked = {c for _, c in pairs}
+        unmatched = [t for r, t in enumerate(live) if r not in {r for r, _ in pairs}]
+        if unmatched and len(weak):  # second pass: the person is there, found with a low score
+            predicted = np.stack([t.predict(frame) for t in unmatched])
+            for r, c in _greedy_pairs(iou_matrix(predicted, weak), config.iou):
+                link(unmatched[r], frame, weak[c, :4].astype(np.float64), float(weak[c, 4]))
         tracks = live + [
             _Track(frame, candidates[c, :4].astype(np.float64), float(candidates[c, 4]), np.zeros(4))
             for c in range(len(candidates)) if c not in linked

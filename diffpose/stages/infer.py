@@ -4,7 +4,9 @@
         --images data/frames --out results/predictions/diffpose --boxes gt
 
 ``--steps`` and ``--ensemble`` override ``infer.steps`` / ``infer.ensemble`` (a sweep calls the
-stage with other values); ``--boxes FILE`` takes the detect stage's COCO results instead of GT.
+stage with other values); ``--boxes FILE`` takes the detect stage's COCO results instead of GT,
+every box as written (the detect stage already kept those scoring >= ``detect.score_threshold``,
+the one box-score threshold).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotations", required=True, help="PoseTrack18 sequence file or folder (frames to predict)")
     parser.add_argument("--images", default="data/frames", help="image root of the annotations' file_names")
     parser.add_argument("--out", required=True, help="output folder: one <sequence>.json per sequence")
-    parser.add_argument("--boxes", default=None, help="'gt' or a detection file (COCO results); default infer.boxes")
+    parser.add_argument("--boxes", default="gt",
+                        help="'gt' (default) or a detection file (COCO results, every box used as written)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default infer.steps)")
     parser.add_argument("--ensemble", type=int, default=None, help="noise starts averaged (default infer.ensemble)")
     parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
@@ -87,7 +90,7 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
     if boxes == "gt":
         samples = gt_samples(sequences)
     else:
-        samples = detection_samples(boxes, sequences, score_threshold=float(settings["box_score_threshold"]))
+        samples = detection_samples(boxes, sequences, score_threshold=0.0)  # thresholded by the detect stage
     seqs = [s for s, _ in sequences]
     dataset = ClipDataset(seqs, samples, images, input_size=tuple(cfg.input_size), num_frames=cfg.num_frames,
                           frame_stride=frame_stride, box_enlarge=box_enlarge,
@@ -119,8 +122,8 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
 
 def main(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    settings = infer_settings(params, args.params, steps=args.steps, ensemble=args.ensemble, boxes=args.boxes,
-                              flip_test=args.flip_test)
+    settings = infer_settings(params, args.params, steps=args.steps, ensemble=args.ensemble, flip_test=args.flip_test)
+    settings["boxes"] = args.boxes  # a command-line choice, not a param (recorded with the run's settings)
     metrics = run(checkpoint=args.checkpoint, annotations=args.annotations, images=args.images, out=args.out,
                   settings=settings, params=params, progress=not args.no_progress)
     print(f"infer: {metrics['person_clips']} person clips in {metrics['sequences']} sequences, "
