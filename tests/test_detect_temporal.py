@@ -7,7 +7,7 @@ import pytest
 
 from diffpose.detect.base import iou_matrix
 from diffpose.detect.frames import Frame
-from diffpose.detect.temporal import GapFill, fill_gaps, fill_records
+from diffpose.detect.temporal import GapFill, fill_gaps, fill_records, merge_filled
 from diffpose.errors import DataError
 
 
@@ -96,33 +96,40 @@ def test_fill_records_orders_frames_by_number_within_each_sequence():
         fill_records([], bad)
 
 
-def test_a_person_found_with_low_scores_gets_no_interpolated_twin():
+def _records(numbers, per_frame_boxes):
+    return [{"image_id": t, "bbox": [float(v) for v in b[:4]], "score": float(b[4])}
+            for t, frame in zip(numbers, per_frame_boxes) for b in frame]
+
+
+def test_a_person_found_with_low_scores_keeps_one_box_per_frame():
     """Review probe 7: 0.9 boxes on frames 0 and 6, 0.25 boxes at the same place on frames 1-5.
-    The second (low-score) association pass finds the person on 1-5, so there is no gap to fill;
-    one person keeps one box per frame."""
+    The interpolated 0.72 boxes replace the weak ones: one person, one box per frame, and a person
+    the detector kept below the written threshold (0.2) is not lost."""
     numbers = list(range(7))
-    boxes = frames_of([[walker(0, speed=0.0) + [0.9 if t in (0, 6) else 0.25]] for t in numbers])
-    assert sum(len(a) for a in fill_gaps(numbers, boxes)) == 0
-    # moving, with the low boxes shifted a little: still linked, still no twin
-    moving = frames_of([[walker(t + (0.3 if 0 < t < 6 else 0.0)) + [0.9 if t in (0, 6) else 0.25]] for t in numbers])
-    assert sum(len(a) for a in fill_gaps(numbers, moving)) == 0
-    # a real gap between two low-score stretches is still filled (from the weak boxes' positions)
-    holed = frames_of([[walker(t) + [0.9 if t in (0, 7) else 0.25]] if t not in (3, 4) else [] for t in range(8)])
-    added = fill_gaps(list(range(8)), holed)
-    assert [len(a) for a in added] == [0, 0, 0, 1, 1, 0, 0, 0]
-    np.testing.assert_allclose(added[3][0, :4], walker(3), atol=1e-3)
-    assert added[3][0, 4] == pytest.approx(0.8 * 0.25)
+    for score in (0.25, 0.1):
+        boxes = frames_of([[walker(0, speed=0.0) + [0.9 if t in (0, 6) else score]] for t in numbers])
+        added = fill_gaps(numbers, boxes)
+        assert [len(a) for a in added] == [0, 1, 1, 1, 1, 1, 0]
+        filled = [{"image_id": t, "bbox": [float(v) for v in b[:4]], "score": float(b[4]), "interpolated": True}
+                  for t, frame in zip(numbers, added) for b in frame]
+        merged = merge_filled(_records(numbers, boxes), filled)
+        per_frame = {t: sorted(r["score"] for r in merged if r["image_id"] == t) for t in numbers}
+        assert per_frame == {0: [pytest.approx(0.9)], 1: [pytest.approx(0.72)], 2: [pytest.approx(0.72)], 3: [pytest.approx(0.72)],
+                             4: [pytest.approx(0.72)], 5: [pytest.approx(0.72)], 6: [pytest.approx(0.9)]}
 
 
-def test_an_added_box_on_top_of_a_box_of_its_frame_is_dropped():
-    """Whatever the linking did, a box is not interpolated where the frame already holds one at
-    IoU >= suppress_iou (here a weak box too far from the track's prediction to be linked, but
-    overlapping the interpolated position)."""
+def test_an_added_box_is_dropped_where_a_stronger_box_is_the_same_person():
     numbers = list(range(7))
     per_frame = [[walker(t, speed=0.0) + [0.9]] if t in (0, 1, 5, 6) else [] for t in numbers]
-    per_frame[3] = [[28.0, 50.0, 40.0, 120.0, 0.1]]  # 8 px off the person: IoU 0.67
-    no_link = GapFill(iou=0.9)
-    added = fill_gaps(numbers, frames_of(per_frame), no_link)
+    per_frame[3] = [[28.0, 50.0, 40.0, 120.0, 0.95]]  # 8 px off the interpolated position (IoU 0.67), stronger
+    added = fill_gaps(numbers, frames_of(per_frame), GapFill(iou=0.9))
     assert [len(a) for a in added] == [0, 0, 1, 0, 1, 0, 0]
+    per_frame[3][0][4] = 0.1  # the same box, weaker than the 0.72 fill: the fill goes in and replaces it
+    added = fill_gaps(numbers, frames_of(per_frame), GapFill(iou=0.9))
+    assert [len(a) for a in added] == [0, 0, 1, 1, 1, 0, 0]
+    filled = [{"image_id": t, "bbox": [float(v) for v in b[:4]], "score": float(b[4])}
+              for t, frame in zip(numbers, added) for b in frame]
+    merged = merge_filled(_records(numbers, frames_of(per_frame)), filled)
+    assert sorted(r["score"] for r in merged if r["image_id"] == 3) == [pytest.approx(0.72)]
     added = fill_gaps(numbers, frames_of(per_frame), GapFill(iou=0.9, suppress_iou=1.01))  # guard off
     assert [len(a) for a in added] == [0, 0, 1, 1, 1, 0, 0]

@@ -10,15 +10,15 @@ optical flow.
 
 Linking is greedy on IoU: each live track predicts its box at the current frame with a constant
 velocity (smoothed), and pairs (track, box) are taken in order of decreasing IoU while IoU >=
-``iou``. A box scoring >= ``min_score`` that no track takes starts a track. As in ByteTrack, a
-second pass then offers the tracks left unmatched the frame's weaker boxes (below ``min_score``):
-a track that finds its person there has no gap on that frame, so nothing is interpolated over a
-person the detector did find, only with a low score (weak boxes extend tracks but start none).
-Every input box stays in the output untouched. An added box
-scores ``score_factor`` x the lower score of the two boxes it lies between, so it ranks below the
-detections it was made from, and is dropped when it overlaps a box already on its frame (an input
-box or one added before) at IoU >= ``suppress_iou``: that is the same person, found (the usual
-NMS threshold of a person detector).
+``iou``. Only boxes scoring >= ``min_score`` take part; a box no track takes starts a track. An
+added box scores ``score_factor`` x the lower score of the two boxes it lies between, so it ranks
+below the detections it was made from.
+
+One person, one box: an added box that overlaps a box of its frame at IoU >= ``suppress_iou``
+(the usual NMS threshold of a person detector) is the same person. When that box scores at least
+as high, the person was found and nothing is added; when it scores lower (the detector saw the
+person but was unsure, e.g. half hidden), the added box replaces it (``merge_filled``), so a
+person the detector kept below the written score threshold is not lost and never gets a twin.
 """
 
 from __future__ import annotations
@@ -88,11 +88,13 @@ def fill_gaps(frames: Sequence[int], boxes: Sequence[np.ndarray], config: GapFil
     tracks: list[_Track] = []
 
     def add(target: int, row: list[float]) -> None:
-        """``row`` on frame ``target`` unless a box already there is the same person."""
-        present = [inputs[target][:, :4], *(np.asarray([r[:4]], np.float64) for r in added[target])]
-        present = np.concatenate(present) if present else np.zeros((0, 4))
-        if len(present) and iou_matrix(np.asarray([row[:4]]), present).max() >= config.suppress_iou:
-            return
+        """``row`` on frame ``target`` unless a box at least as strong is already the same person
+        there (weaker overlapping input boxes are replaced later, by ``merge_filled``)."""
+        present = np.concatenate([inputs[target], np.asarray(added[target], np.float64).reshape(-1, 5)])
+        if len(present):
+            same = iou_matrix(np.asarray([row[:4]]), present[:, :4])[0] >= config.suppress_iou
+            if (present[same, 4] >= row[4]).any():
+                return
         added[target].append(row)
 
     def link(track: _Track, frame: int, box: np.ndarray, score: float) -> None:
@@ -109,8 +111,7 @@ def fill_gaps(frames: Sequence[int], boxes: Sequence[np.ndarray], config: GapFil
 
     for frame, frame_boxes in zip(frames, inputs):
         frame = int(frame)
-        strong = frame_boxes[:, 4] >= config.min_score
-        candidates, weak = frame_boxes[strong], frame_boxes[~strong]
+        candidates = frame_boxes[frame_boxes[:, 4] >= config.min_score]
         live = [t for t in tracks if frame - t.frame <= config.max_gap + 1]
         pairs = []
         if live and len(candidates):
@@ -119,11 +120,6 @@ def fill_gaps(frames: Sequence[int], boxes: Sequence[np.ndarray], config: GapFil
         for r, c in pairs:
             link(live[r], frame, candidates[c, :4].astype(np.float64), float(candidates[c, 4]))
         linked = {c for _, c in pairs}
-        unmatched = [t for r, t in enumerate(live) if r not in {r for r, _ in pairs}]
-        if unmatched and len(weak):  # second pass: the person is there, found with a low score
-            predicted = np.stack([t.predict(frame) for t in unmatched])
-            for r, c in _greedy_pairs(iou_matrix(predicted, weak), config.iou):
-                link(unmatched[r], frame, weak[c, :4].astype(np.float64), float(weak[c, 4]))
         tracks = live + [
             _Track(frame, candidates[c, :4].astype(np.float64), float(candidates[c, 4]), np.zeros(4))
             for c in range(len(candidates)) if c not in linked
@@ -153,3 +149,21 @@ def fill_records(records: Sequence[dict], frames: Sequence, config: GapFill = Ga
         for (_, frame), new in zip(items, fill_gaps([n for n, _ in items], boxes, config)):
             added.extend(frame_records(frame, new, interpolated=True))
     return added
+
+
+def merge_filled(records: Sequence[dict], filled: Sequence[dict], suppress_iou: float = 0.5) -> list[dict]:
+    """``records`` (per-frame detections) with ``filled`` (from ``fill_records``) added, less every
+    detection that an added box of its frame overlaps at IoU >= ``suppress_iou`` with a higher
+    score: one person, one box."""
+    by_image: dict[int, list[dict]] = {}
+    for r in filled:
+        by_image.setdefault(int(r["image_id"]), []).append(r)
+    kept = []
+    for r in records:
+        rivals = by_image.get(int(r["image_id"]))
+        if rivals:
+            stronger = np.asarray([f["bbox"] for f in rivals if f["score"] > r["score"]], np.float64).reshape(-1, 4)
+            if len(stronger) and iou_matrix(np.asarray([r["bbox"]], np.float64), stronger).max() >= suppress_iou:
+                continue
+        kept.append(r)
+    return kept + list(filled)

@@ -27,7 +27,7 @@ from diffpose.detect.backends import make_detector
 from diffpose.detect.box_ap import box_ap
 from diffpose.detect.frames import FRAME_SETS, read_split
 from diffpose.detect.run import detect_frames
-from diffpose.detect.temporal import GapFill, fill_records
+from diffpose.detect.temporal import GapFill, fill_records, merge_filled
 from diffpose.errors import DataError
 from diffpose.io import write_json
 from diffpose.tracking import stage_run
@@ -125,8 +125,9 @@ def run(
             order = {f.image_id: i for i, f in enumerate(frames)}
             chosen = set(order)
             per_frame = [r for r in records if r["image_id"] in chosen]
-            records = sorted(per_frame + [r for r in filled if r["image_id"] in chosen],
-                             key=lambda r: (order[r["image_id"]], -r["score"]))
+            merged = merge_filled(per_frame, [r for r in filled if r["image_id"] in chosen],
+                                  GapFill(**fill).suppress_iou)
+            records = sorted(merged, key=lambda r: (order[r["image_id"]], -r["score"]))
         kept = [r for r in records if r["score"] >= threshold]
         write_json(out, kept)
         # score the labelled frames that were detected on (an undecodable frame is not scored)
