@@ -196,7 +196,7 @@ class ModelConfig:
 # the benchmark's PCKh threshold is ~2 cells there, ~1 cell at stride 16).
 _DEMO = {
     "num_frames": 3, "input_size": [64, 48], "heatmap_size": [32, 24], "sigma": 2.0,
-    "backbone": "conv", "conv_widths": [16, 32, 64], "conv_blocks": 1,
+    "backbone": "conv", "conv_widths": [12, 24, 48], "conv_blocks": 1,
     "strl_dim": 64, "strl_depth": 1, "strl_heads": 4, "strl_mlp_ratio": 2.0,
     "decoder_dims": [64, 32, 16], "decoder_heads": 4, "decoder_depth": 1, "heatmap_dim": 8, "time_dim": 64,
     "baseline_deconv": [48, 32],
