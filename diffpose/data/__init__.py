@@ -1,0 +1,1 @@
+"""PoseTrack formats, the keypoint table, the synthetic benchmark, frames, training clips, heatmaps."""

@@ -1,0 +1,1 @@
+"""Diffusion on keypoint heatmaps: noise schedules, the DDIM sampler and ensembles."""
