@@ -1,7 +1,7 @@
 # Snakemake entry point. It does not restate the pipeline: the rules are generated from the
 # resolved DVC pipeline (dvc.yaml), so both tools run the same commands on the same files.
 #   snakemake --cores 2                  # the whole DAG, jobs in parallel
-#   snakemake --cores 2 data/frames      # up to one output
+#   snakemake --cores 2 results/metrics/diffpose.json   # up to one output
 from diffpose.config import validate_params
 
 configfile: "params.yaml"
