@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_steps: int = 850
+    max_steps: int = 1000
     seconds: float = 0.0  # wall-clock cap, 0 = none; reaching it is an error (results must not depend on speed)
     batch_size: int = 16
     lr: float = 3e-3
