@@ -170,3 +170,21 @@ def test_the_internal_reference_check_matches() -> None:
     assert _INTERNAL.search("Against the issue's targets") and _INTERNAL.search("see issues/03")
     assert _INTERNAL.search("measured in an earlier session")
     assert not _INTERNAL.search("the tissue of the issuer")
+
+
+def test_lock_params_read_whole_sections_and_single_keys(tmp_path: Path) -> None:
+    """dvc.lock records a whole section (`synth: {...}`) or single keys (`infer.steps: 1`): the
+    sampler sentence of the block needs both."""
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "synth": {"params": {"params.yaml": {"synth": {"preset": "demo"}}}},
+        "infer@diffpose": {"params": {"params.yaml": {"infer.steps": 4, "infer.ensemble": 2, "infer.flip_test": False}}},
+        "train@diffpose": {"params": {"params.yaml": {"models.diffpose": {"preset": "demo_diffpose"}}}},
+    }}))
+    (tmp_path / "models" / "diffpose").mkdir(parents=True)
+    (tmp_path / "models" / "diffpose" / "metrics.json").write_text('{"epochs": 3, "training_clips": 100}')
+    lock = readme_table._lock_params(tmp_path)
+    assert lock["infer@diffpose"]["infer"] == {"steps": 4, "ensemble": 2, "flip_test": False}
+    assert lock["synth"]["synth"] == {"preset": "demo"}
+    assert lock["train@diffpose"]["models.diffpose"] == {"preset": "demo_diffpose"}
+    sentence = readme_table._setting_sentence(tmp_path, ["diffpose"], lock)
+    assert "4 denoising steps" in sentence and "without flip test" in sentence

@@ -65,7 +65,15 @@ def _lock_params(root: Path) -> dict[str, dict[str, Any]]:
     if not lock.is_file():
         return {}
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    return {name: (stage.get("params") or {}).get("params.yaml", {}) for name, stage in stages.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for name, stage in stages.items():
+        params = dict((stage.get("params") or {}).get("params.yaml", {}))
+        for key, value in list(params.items()):  # stages that track single keys: `infer.steps`
+            section, dot, rest = key.partition(".")
+            if dot and isinstance(params.setdefault(section, {}), dict):
+                params[section].setdefault(rest, value)
+        out[name] = params
+    return out
 
 
 def _models(root: Path) -> list[str]:
