@@ -233,7 +233,9 @@ def _gone(procs: list, timeout: float) -> bool:
 def test_frames_pool_stops_with_its_parent(videos_dir, tmp_path, how):
     env = {**os.environ, "DIFFPOSE_TRACKING": "off"}
     cmd = _frames_command(videos_dir, tmp_path)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    # SIG_DFL for SIGINT: a background job (CI, nohup) inherits it ignored, and Python keeps it so
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         children = _workers_of(proc)
         sent = time.monotonic()

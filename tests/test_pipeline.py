@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from diffpose.workflow import persist_marker
 from tests.pipeline_copy import make_copy, run, tool_env
 
 pytestmark = pytest.mark.slow
@@ -58,12 +59,14 @@ def test_snakemake_runs_the_same_dag_with_the_same_outputs(
     root = make_copy(tmp_path_factory.mktemp("smk_repo"))
     uri = f"sqlite:///{tmp_path_factory.mktemp('smk_mlflow') / 'mlflow.db'}"
     env = tool_env(uri)
-    run(["snakemake", "--cores", "2", "data/frames"], root, env)
+    # data/frames is a persist output: Snakemake's target for it is its marker file
+    target = persist_marker("data/frames")
+    run(["snakemake", "--cores", "2", target], root, env)
     assert _digest_tree(root / "data/synth/annotations") == _digest_tree(dvc_root / "data/synth/annotations")
     frames_dvc = _digest_tree(dvc_root / "data/frames/images")
     frames_smk = _digest_tree(root / "data/frames/images")
     assert len(frames_smk) > 0 and frames_smk == frames_dvc
-    again = run(["snakemake", "--cores", "2", "data/frames"], root, env)
+    again = run(["snakemake", "--cores", "2", target], root, env)
     assert "Nothing to be done" in again.stdout + again.stderr
     assert _runs_by_stage(uri) == {"synth": 1, "frames": 1}
 

@@ -129,8 +129,11 @@ def _stage_in_subprocess(tmp_path: Path, uri: str) -> subprocess.Popen:
         "    print(run.run_id, flush=True)\n"
         "    time.sleep(60)\n"
     )
+    # a background job (CI, nohup) inherits SIGINT ignored, and Python then keeps it ignored:
+    # give the child the default disposition, as a terminal's foreground job has
     return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "MLFLOW_TRACKING_URI": uri}, cwd=tmp_path)
+                            env={**os.environ, "MLFLOW_TRACKING_URI": uri}, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 # SIGTERM (Slurm, scancel) exits 143 through StageTerminated; Ctrl-C ends Python by the signal itself
