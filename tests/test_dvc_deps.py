@@ -143,24 +143,17 @@ def _covered(path: str, deps: list[str]) -> bool:
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory) -> dict[str, tuple[str, list[str]]]:
     """Stage address (train@diffpose, ...) -> (cmd, file deps), resolved by DVC itself."""
-    import os
-
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
-    cwd = os.getcwd()
-    os.chdir(REPO)  # DVC names stages relative to the working directory
-    try:
-        with Repo(str(REPO)) as repo:
-            resolved = {}
-            for stage in repo.index.stages:
-                if not getattr(stage, "cmd", None):
-                    continue
-                cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
-                deps = [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)]
-                resolved[stage.addressing] = (cmd, deps)
-    finally:
-        os.chdir(cwd)
+    with Repo(str(REPO)) as repo:
+        resolved = {}
+        for stage in repo.index.stages:
+            if not getattr(stage, "cmd", None):
+                continue
+            cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
+            deps = [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)]
+            resolved[stage.name] = (cmd, deps)  # stage.name: not relative to the working directory
     assert resolved, "dvc.yaml has no stages"
     return resolved
 

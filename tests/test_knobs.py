@@ -86,17 +86,12 @@ def _dvc_stages(root: Path) -> dict[str, tuple[str, list[str]]]:
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
-    cwd = os.getcwd()
-    os.chdir(root)  # DVC names stages relative to the working directory
-    try:
-        with Repo(str(root)) as repo:
-            out = {}
-            for stage in repo.index.stages:
-                keys = [k for d in stage.deps if isinstance(d, ParamsDependency) for k in d.params]
-                out[stage.addressing] = (stage.addressing.partition("@")[0], keys)
-            return out
-    finally:
-        os.chdir(cwd)
+    with Repo(str(root)) as repo:
+        out = {}
+        for stage in repo.index.stages:  # stage.name: not relative to the working directory
+            keys = [k for d in stage.deps if isinstance(d, ParamsDependency) for k in d.params]
+            out[stage.name] = (stage.name.partition("@")[0], keys)
+        return out
 
 
 @pytest.fixture(scope="module")
@@ -199,12 +194,7 @@ def _rule_triggers(root: Path) -> dict[str, tuple[str, str]]:
     trigger sees the fixed shell line of workflow/rules/dvc_stages.smk, inputs/outputs are paths)."""
     from diffpose.workflow import rules_from_dvc
 
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        return {spec.name: (spec.cmd, spec.params) for spec in rules_from_dvc(root)}
-    finally:
-        os.chdir(cwd)
+    return {spec.name: (spec.cmd, spec.params) for spec in rules_from_dvc(root)}
 
 
 def test_a_knob_changes_no_snakemake_rule_params_and_a_result_key_does(tmp_path):

@@ -122,7 +122,7 @@ def _params_copy(tmp_path: Path, **changes) -> Path:
     return tmp_path
 
 
-def test_rule_cores_come_from_the_stages_meta_and_follow_params(tmp_path, monkeypatch):
+def test_rule_cores_come_from_the_stages_meta_and_follow_params(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     cores = {spec.stage: spec.cores for spec in rules_from_dvc(REPO)}
     assert cores["train_detector"] == params["detect"]["train"]["threads"]
@@ -130,7 +130,6 @@ def test_rule_cores_come_from_the_stages_meta_and_follow_params(tmp_path, monkey
     assert cores["train@diffpose"] == cores["train@baseline"] == 2  # dvc.yaml: meta.cores 2
     assert cores["evaluate@diffpose"] == cores["detect"] == 1  # no meta: one core
     threads, workers = params["detect"]["train"]["threads"] + 1, params["frames"]["workers"] + 3
-    monkeypatch.chdir(tmp_path)  # DVC names stages relative to the working directory
     changed = rules_from_dvc(_params_copy(tmp_path, **{"detect.train.threads": threads, "frames.workers": workers}))
     cores = {spec.stage: spec.cores for spec in changed}
     assert (cores["train_detector"], cores["frames"]) == (threads, workers)

@@ -121,12 +121,13 @@ def run(
         records = result.records
         if fill_on:
             decoded = [f for f in detected if f.file_name not in failed]
-            filled = fill_records(records, decoded, GapFill(**fill))
+            gap_fill = GapFill(**fill)
+            filled = fill_records(records, decoded, gap_fill)
             order = {f.image_id: i for i, f in enumerate(frames)}
             chosen = set(order)
             per_frame = [r for r in records if r["image_id"] in chosen]
             merged = merge_filled(per_frame, [r for r in filled if r["image_id"] in chosen],
-                                  GapFill(**fill).suppress_iou)
+                                  gap_fill.suppress_iou)
             records = sorted(merged, key=lambda r: (order[r["image_id"]], -r["score"]))
         kept = [r for r in records if r["score"] >= threshold]
         write_json(out, kept)
