@@ -121,13 +121,12 @@ def run(
         records = result.records
         if fill_on:
             decoded = [f for f in detected if f.file_name not in failed]
-            gap_fill = GapFill(**fill)
-            filled = fill_records(records, decoded, gap_fill)
+            filled = fill_records(records, decoded, GapFill(**fill))
             order = {f.image_id: i for i, f in enumerate(frames)}
             chosen = set(order)
             per_frame = [r for r in records if r["image_id"] in chosen]
             merged = merge_filled(per_frame, [r for r in filled if r["image_id"] in chosen],
-                                  gap_fill.suppress_iou)
+                                  GapFill(**fill).suppress_iou)
             records = sorted(merged, key=lambda r: (order[r["image_id"]], -r["score"]))
         kept = [r for r in records if r["score"] >= threshold]
         write_json(out, kept)
