@@ -30,6 +30,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("diffpose.stages.validate", "check PoseTrack17/18/21 annotation files"),
     "convert": ("diffpose.stages.convert", "convert annotations between PoseTrack17 and PoseTrack18 formats"),
     "train-detector": ("diffpose.stages.train_detector", "train the synthetic benchmark's person detector (CenterNet)"),
+    "tables": ("diffpose.stages.tables", "the paper's tables, ablations and plots from the DAG's results (pandas)"),
+    "report": ("diffpose.stages.report", "one self-contained offline HTML page: tables, plots, skeletons, boxes"),
+    "compare": ("diffpose.stages.compare", "compare tracked runs and experiments (params that differ, metrics)"),
 }
 
 # subcommand -> {argument: kind} of the paths it writes (kinds of diffpose.io.check_writable). They
@@ -43,6 +46,9 @@ OUTPUTS: dict[str, dict[str, str]] = {
     "evaluate": {"out": "file", "per_sequence": "dir"},
     "convert": {"dst": "any"},
     "train-detector": {"out": "file", "metrics": "file"},
+    "tables": {"out": "dir", "plots": "dir"},
+    "report": {"out": "file"},
+    "compare": {"csv": "file"},
 }
 
 
