@@ -41,7 +41,7 @@ OUTPUTS: dict[str, dict[str, str]] = {
     "synth": {"out": "dir"},
     "detect": {"out": "file", "metrics": "file"},
     "train": {"out": "dir"},
-    "infer": {"out": "dir"},
+    "infer": {"out": "dir", "record": "file"},
     "predict": {"out": "dir"},
     "evaluate": {"out": "file", "per_sequence": "dir"},
     "convert": {"dst": "any"},

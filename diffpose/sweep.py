@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from diffpose.errors import ConfigError
+
 FAMILIES = ("infer", "infer_detected", "sweep")
 
 
@@ -78,6 +80,10 @@ def train_seeds(params: dict[str, Any]) -> list[int]:
 def cells(params: dict[str, Any]) -> list[Cell]:
     """Every cell of the DAG for validated ``params``, in dvc.yaml's order."""
     infer, sweep = params["infer"], params["sweep"]
+    unknown = [m for m in sweep["models"] if m not in params["models"]]
+    if unknown:
+        raise ConfigError(f"sweep.models: {unknown[0]!r} is not a model under 'models' "
+                          f"(defined: {', '.join(sorted(params['models']))})")
     seeds = train_seeds(params)
     steps, k, flip = int(infer["steps"]), int(infer["ensemble"]), bool(infer["flip_test"])
     out: list[Cell] = []

@@ -320,10 +320,34 @@ def test_defaults_match_params_yaml_and_schema():
 
     repo = Path(__file__).resolve().parents[1]
     section = load_params(repo / "params.yaml")["detect"]
-    assert {k: v for k, v in section.items() if k != "train"} == DEFAULTS
+    # detect.input is the pipeline's dependency on the backend's file (dvc.yaml), not an option
+    assert section["input"] == section["synthetic"]["checkpoint"]
+    assert {k: v for k, v in section.items() if k not in ("train", "input")} == DEFAULTS
     assert section["train"] == asdict(TrainConfig())
     before = copy.deepcopy(DEFAULTS)
     resolved = resolve_params(None, backend="hog", boxes="b.json", checkpoint="c.pt", fill_gaps=False)
     assert resolved["backend"] == "hog" and resolved["precomputed"]["boxes"] == "b.json"
     assert resolved["synthetic"]["checkpoint"] == "c.pt" and resolved["fill_gaps"]["enabled"] is False
     assert DEFAULTS == before  # resolve_params copies: the defaults are untouched
+
+
+def test_detect_input_must_be_the_file_the_backend_reads(tmp_path):
+    """dvc.yaml's dependency of the detect stage is detect.input: it must follow the backend."""
+    from diffpose.errors import ConfigError
+    from diffpose.stages.detect import resolve_params
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    path = tmp_path / "params.yaml"
+
+    def write(**detect):
+        params["detect"].update(detect)
+        path.write_text(yaml.safe_dump(params))
+        return str(path)
+
+    assert resolve_params(write())["input"] == "models/detector/detector.pt"
+    with pytest.raises(ConfigError, match="detect.input .* backend precomputed reads detect.precomputed.boxes"):
+        resolve_params(write(backend="precomputed", precomputed={"boxes": "boxes.json", "ignore_unmatched": False}))
+    assert resolve_params(write(input="boxes.json"))["precomputed"]["boxes"] == "boxes.json"
+    assert resolve_params(write(backend="hog", input="diffpose/detect/hog.py"))["backend"] == "hog"
+    # a command-line file override is the user's explicit choice outside the pipeline
+    assert resolve_params(write(backend="synthetic"), checkpoint="other.pt")["synthetic"]["checkpoint"] == "other.pt"

@@ -109,6 +109,12 @@ def test_ensemble_rules():
     assert torch.allclose(combine(stack, "mean_heatmap"), stack.mean(0))
     assert torch.allclose(combine(stack, "median_heatmap"), stack.median(0).values)
     two = torch.stack([a, b])[:, None, None]
+    # even K: the mean of the two middle values (torch's median would give the per-pixel minimum)
+    assert torch.allclose(combine(two, "median_heatmap"), (a + b)[None, None] / 2)
+    assert not torch.allclose(combine(two, "median_heatmap"), torch.minimum(a, b)[None, None])
+    four = torch.stack([a, b, c, 3 * a])[:, None, None]
+    middle = torch.stack([a, b, c, 3 * a]).sort(0).values[1:3].mean(0)
+    assert torch.allclose(combine(four, "median_heatmap"), middle[None, None])
     merged = combine(two, "mean_coords", codec)
     xy, score = codec.decode(merged)
     expected = codec.to_input_coords(torch.tensor([4.0, 5.0], dtype=torch.float64))

@@ -42,7 +42,7 @@ class OracleModel(torch.nn.Module):
             self.targets.append(torch.as_tensor(codec.encode(kpts.astype(np.float32))[0]))
         self.calls = []
 
-    def predict(self, frames, *, steps=1, ensemble=1, generator=None):
+    def predict(self, frames, *, steps=1, ensemble=1, generator=None, eta=1.0, combine_rule="mean_heatmap"):
         self.calls.append((tuple(frames.shape), steps, ensemble))
         done = sum(c[0][0] for c in self.calls[:-1])
         return torch.stack(self.targets[done : done + frames.shape[0]])
@@ -120,7 +120,7 @@ class MirrorOracle(OracleModel):
         super().__init__(annotations)
         self.done, self.last, self.mirrored_calls = 0, None, 0
 
-    def predict(self, frames, *, steps=1, ensemble=1, generator=None):
+    def predict(self, frames, *, steps=1, ensemble=1, generator=None, eta=1.0, combine_rule="mean_heatmap"):
         mirrored = self.last is not None and torch.equal(frames, self.last.flip(-1))
         self.last = None if mirrored else frames
         if mirrored:

@@ -55,7 +55,7 @@ def test_config_round_trip_and_unknown_keys():
         resolve_model_config({"preset": "huge"})
 
 
-@pytest.mark.parametrize("key,value", [("lmsfi", "yes"), ("self_correction", 1.5), ("ddim_eta", "1"),
+@pytest.mark.parametrize("key,value", [("lmsfi", "yes"), ("self_correction", 1.5), ("vit_drop_path", 2.0),
                                        ("num_frames", 0), ("sigma", -1.0), ("strl_dim", 31), ("conv_blocks", -1),
                                        ("input_size", [64]), ("decoder_dims", [16, 8]), ("vit_pretrained", None)])
 def test_bad_values_name_the_key(key, value):
@@ -67,9 +67,17 @@ def test_paper_preset_and_defaults_follow_the_notes():
     cfg = ModelConfig.preset("paper")
     assert (cfg.backbone, cfg.vit_size, cfg.input_size, cfg.heatmap_size, cfg.num_frames) == (
         "vit", "H", (256, 192), (64, 48), 3)
-    assert (cfg.timesteps, cfg.schedule, cfg.schedule_s, cfg.signal_scale, cfg.ddim_eta) == (
-        1000, "cosine", 0.008, 2.0, 1.0)
-    assert cfg.ensemble_combine == "mean_heatmap" and cfg.lmsfi and cfg.feature_size == (16, 12)
+    assert (cfg.timesteps, cfg.schedule, cfg.schedule_s, cfg.signal_scale) == (1000, "cosine", 0.008, 2.0)
+    assert cfg.lmsfi and cfg.feature_size == (16, 12)
+
+
+@pytest.mark.parametrize("key", ["ddim_eta", "ensemble_combine"])
+def test_sampler_settings_are_inference_params_not_model_config(key):
+    # a model entry in params.yaml that sets one is told where it went; a saved config drops it
+    value = {"ddim_eta": 0.0, "ensemble_combine": "mean_coords"}[key]
+    with pytest.raises(ConfigError, match=f"infer.{key}"):
+        ModelConfig.from_dict({**TINY.to_dict(), key: value})
+    assert ModelConfig.from_dict({**TINY.to_dict(), key: value}, saved=True) == TINY
 
 
 def test_conv_backbone_stride_sets_the_grid_and_heatmaps():
@@ -330,13 +338,10 @@ def test_denoising_error_diagnostic(trained):
 
 def test_mean_coords_ensemble_rule(trained):
     model, _, _, frames, kpts = trained
-    alt = DiffPose(model.cfg.replace(ensemble_combine="mean_coords"))
-    alt.load_state_dict(model.state_dict())
-    alt.eval()
     mean_hm = model.predict(frames, ensemble=3, generator=torch.Generator().manual_seed(0))
-    mean_xy = alt.predict(frames, ensemble=3, generator=torch.Generator().manual_seed(0))
+    mean_xy = model.predict(frames, ensemble=3, generator=torch.Generator().manual_seed(0), combine_rule="mean_coords")
     assert not torch.allclose(mean_hm, mean_xy)
-    assert _error_cells(alt, frames, kpts, ensemble=3) < 1.0
+    assert _error_cells(model, frames, kpts, ensemble=3, combine_rule="mean_coords") < 1.0
 
 
 # -- the ablation switch and the baseline ---------------------------------------------------------

@@ -103,6 +103,17 @@ def test_other_params_do_not_resume_and_rerun_is_idempotent(data, tmp_path):
     assert not _same(before, _weights(out / "model.pt"))
 
 
+def test_the_training_fingerprint_covers_what_training_reads_and_not_inference_code():
+    from diffpose.training import trainer
+
+    root = Path(trainer.__file__).resolve().parents[1]
+    covered = {f.relative_to(root).as_posix() for f in trainer.training_source_files()}
+    assert {"data/keypoints.py", "data/posetrack.py", "data/clips.py", "diffusion/gaussian.py",
+            "models/diffpose.py", "training/trainer.py"} <= covered
+    assert all((root / rel).is_file() for rel in covered)
+    assert not covered & {"diffusion/ensemble.py", "inference/predictor.py", "stages/infer.py"}
+
+
 def test_changed_training_code_does_not_resume_a_finished_run(data, tmp_path, monkeypatch):
     """DVC re-runs `train` when its code changed; the persisted last.pt of the old code must then
     not be taken as a finished run."""

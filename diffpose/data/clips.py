@@ -20,7 +20,6 @@ Shapes: T frames, J joints, crop (H, W), heatmaps (h, w).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -60,15 +59,6 @@ class DataConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def data_version(files: list[str | os.PathLike]) -> str:
-    """sha256 over the annotation files (names and contents, in sorted order)."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(f) for f in files):
-        digest.update(path.name.encode() + b"\0")
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

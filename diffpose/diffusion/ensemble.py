@@ -3,7 +3,8 @@
 ``combine(heatmaps [K, B, J, h, w] in [0, 1], rule, codec) -> [B, J, h, w]``:
 
 * ``mean_heatmap`` (default): average the K heatmaps before decoding.
-* ``median_heatmap``: per-pixel median (robust to one bad start).
+* ``median_heatmap``: per-pixel median (robust to one bad start); for even K the mean of the two
+  middle values (torch's ``median`` returns the lower one: with K=2 that is the per-pixel minimum).
 * ``mean_coords``: decode each sample, average the coordinates and the peak scores, and render a
   Gaussian of the codec's sigma with that peak at the mean location (so the result is still a
   heatmap that the shared decoder reads back).
@@ -24,7 +25,9 @@ def combine(heatmaps: torch.Tensor, rule: str = "mean_heatmap", codec=None) -> t
     if rule == "mean_heatmap":
         return heatmaps.mean(0)
     if rule == "median_heatmap":
-        return heatmaps.median(0).values
+        ordered = heatmaps.sort(dim=0).values
+        mid = heatmaps.shape[0] // 2
+        return ordered[mid] if heatmaps.shape[0] % 2 else (ordered[mid - 1] + ordered[mid]) / 2
     if rule == "mean_coords":
         if codec is None:
             raise ValueError("ensemble rule mean_coords needs the heatmap codec")

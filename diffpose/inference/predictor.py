@@ -48,7 +48,8 @@ def unflip_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int = 32, steps: int = 1,
                     ensemble: int = 1, seed: int = 0, workers: int = 0, progress: bool = True,
-                    desc: str = "infer", flip_test: bool = False) -> Predictions:
+                    desc: str = "infer", flip_test: bool = False, eta: float = 1.0,
+                    combine_rule: str = "mean_heatmap") -> Predictions:
     """Run ``model.predict`` over every clip of ``dataset`` (a ClipDataset in inference mode).
 
     The sampler's noise comes from one generator seeded with ``seed``, so a rerun gives the same
@@ -69,9 +70,11 @@ def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int =
     with progress_bar(n, desc, "clip", enabled=progress) as bar:
         for batch in loader:
             frames = batch["frames"].to(device, non_blocking=True).float().div_(255.0)
-            heatmaps = model.predict(frames, steps=steps, ensemble=ensemble, generator=generator)
+            sampler = {"steps": steps, "ensemble": ensemble, "generator": generator, "eta": eta,
+                       "combine_rule": combine_rule}
+            heatmaps = model.predict(frames, **sampler)
             if flip_test:
-                mirrored = model.predict(frames.flip(-1), steps=steps, ensemble=ensemble, generator=generator)
+                mirrored = model.predict(frames.flip(-1), **sampler)
                 heatmaps = (heatmaps + unflip_heatmaps(mirrored)) / 2
             coords, peaks = codec.decode(heatmaps.float().cpu())
             coords = np.asarray(coords, dtype=np.float64)

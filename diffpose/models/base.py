@@ -50,7 +50,8 @@ class PoseModel(nn.Module):
         raise NotImplementedError
 
     def predict(self, frames: torch.Tensor, *, steps: int = 1, ensemble: int = 1,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, eta: float = 1.0,
+                combine_rule: str = "mean_heatmap") -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, frames: torch.Tensor, target: torch.Tensor,

@@ -48,6 +48,7 @@ class SimpleBaseline(PoseModel):
 
     @torch.no_grad()
     def predict(self, frames: torch.Tensor, *, steps: int = 1, ensemble: int = 1,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Deterministic: ``steps``, ``ensemble`` and ``generator`` are accepted and ignored."""
+                generator: torch.Generator | None = None, eta: float = 1.0,
+                combine_rule: str = "mean_heatmap") -> torch.Tensor:
+        """Deterministic: the sampler arguments are accepted and ignored."""
         return self._from_target(self.forward_heatmaps(frames))

@@ -74,7 +74,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *,
     try:
         cfg_dict = dict(payload["model_config"])
         cfg_dict["vit_pretrained"] = ""  # the stored weights already include the backbone
-        cfg = ModelConfig.from_dict(cfg_dict)
+        cfg = ModelConfig.from_dict(cfg_dict, saved=True)
     except ConfigError as err:
         raise DataError(f"{path}: stored model config is invalid ({err})") from None
     if expect_arch is not None and cfg.arch != expect_arch:

@@ -23,7 +23,6 @@ VIT_SIZES = {  # ViTPose layout: embed dim, depth, heads (patch 16, MLP ratio 4)
     "H": (1280, 32, 16),
 }
 AGGREGATIONS = ("linear", "mlp", "mean", "key")
-ENSEMBLE_RULES = ("mean_heatmap", "median_heatmap", "mean_coords")
 TIMESTEP_SAMPLING = ("uniform", "power")
 BASELINE_TARGETS = ("diffusion", "unit")
 BACKBONE_STRIDE = 16  # ViT: the condition grid is input / 16 (16x12 for 256x192 input)
@@ -35,6 +34,12 @@ def _pair(value: Any, key: str) -> tuple[int, int]:
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
         raise ConfigError(f"model config: {key} must be two positive integers (H, W), got {value!r}")
     return (int(value[0]), int(value[1]))
+
+
+# Sampler settings that older checkpoints stored in the model config. They change only inference
+# (params infer.*, swept by the sweep stages), so they are not part of the model: a change must
+# re-run inference cells, never training. Model config key -> infer key.
+INFERENCE_KEYS = {"ddim_eta": "ddim_eta", "ensemble_combine": "ensemble_combine"}
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,8 @@ class ModelConfig:
     schedule: str = "cosine"
     schedule_s: float = 0.008
     signal_scale: float = 2.0
-    ddim_eta: float = 1.0
     timestep_sampling: str = "uniform"         # uniform | power (t = T * u**timestep_power)
     timestep_power: float = 1.0
-    ensemble_combine: str = "mean_heatmap"     # mean_heatmap | median_heatmap | mean_coords
     self_correction: float = 0.0               # fraction of training clips noised from the model's own
                                                # one-step prediction instead of the GT (not in the paper) [I]
     # baseline (SimpleBaseline-style deconv head)
@@ -101,7 +104,7 @@ class ModelConfig:
             return ConfigError(f"model config: {key}: expected {expected}, got {getattr(self, key)!r}")
 
         choices = {"arch": ARCHS, "backbone": BACKBONES, "vit_size": tuple(VIT_SIZES),
-                   "strl_aggregate": AGGREGATIONS, "ensemble_combine": ENSEMBLE_RULES,
+                   "strl_aggregate": AGGREGATIONS,
                    "timestep_sampling": TIMESTEP_SAMPLING, "baseline_target": BASELINE_TARGETS,
                    "schedule": ("cosine",)}
         for key, allowed in choices.items():
@@ -119,7 +122,7 @@ class ModelConfig:
         for key in ("sigma", "signal_scale", "strl_mlp_ratio", "schedule_s", "timestep_power"):
             if not number(getattr(self, key)) or getattr(self, key) <= 0:
                 raise bad(key, "a positive number")
-        for key in ("ddim_eta", "self_correction", "vit_drop_path"):
+        for key in ("self_correction", "vit_drop_path"):
             if not number(getattr(self, key)) or not 0.0 <= getattr(self, key) <= 1.0:
                 raise bad(key, "a number in [0, 1]")
         for key in ("lmsfi", "heatmap_concat", "grad_checkpoint"):
@@ -168,10 +171,16 @@ class ModelConfig:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Build from a mapping; an unknown key raises ConfigError naming it."""
+    def from_dict(cls, d: dict[str, Any], *, saved: bool = False) -> ModelConfig:
+        """Build from a mapping; an unknown key raises ConfigError naming it. ``saved``: the config
+        of a checkpoint, whose inference-only keys of older versions (INFERENCE_KEYS) are dropped."""
         if not isinstance(d, dict):
             raise ConfigError(f"model config: expected a mapping, got {type(d).__name__}")
+        moved = sorted(set(d) & set(INFERENCE_KEYS))
+        if moved and not saved:
+            raise ConfigError(f"model config: {', '.join(moved)} are inference settings, not the model's: "
+                              f"set them under infer ({', '.join('infer.' + INFERENCE_KEYS[k] for k in moved)})")
+        d = {k: v for k, v in d.items() if k not in INFERENCE_KEYS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -3,7 +3,7 @@
 backbone (per frame) -> STRL -> condition F (once per clip) -> LMSFI decoder as the x0 denoiser of
 ``HeatmapDiffusion``. Training: t ~ schedule, x_t = q(x0), loss = weighted MSE(x0_hat, x0) in
 diffusion space. Inference: K noise starts share F, DDIM with any number of steps, the K heatmaps are
-combined by ``cfg.ensemble_combine``.
+combined by the inference setting ``ensemble_combine``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class DiffPose(PoseModel):
                                     heatmap_dim=cfg.heatmap_dim, time_dim=cfg.time_dim, lmsfi=cfg.lmsfi,
                                     heatmap_concat=cfg.heatmap_concat)
         self.diffusion = HeatmapDiffusion(timesteps=cfg.timesteps, schedule_s=cfg.schedule_s,
-                                          signal_scale=cfg.signal_scale, ddim_eta=cfg.ddim_eta,
+                                          signal_scale=cfg.signal_scale,
                                           timestep_sampling=cfg.timestep_sampling,
                                           timestep_power=cfg.timestep_power)
 
@@ -86,9 +86,11 @@ class DiffPose(PoseModel):
 
     @torch.no_grad()
     def predict(self, frames: torch.Tensor, *, steps: int = 1, ensemble: int = 1,
-                generator: torch.Generator | None = None, eta: float | None = None) -> torch.Tensor:
-        """``[B, J, h, w]`` heatmaps in [0, 1]: ``ensemble`` (K) DDIM runs of ``steps`` steps that share
-        the condition feature, combined by ``cfg.ensemble_combine``. Sample k of clip b uses noise
+                generator: torch.Generator | None = None, eta: float = 1.0,
+                combine_rule: str = "mean_heatmap") -> torch.Tensor:
+        """``[B, J, h, w]`` heatmaps in [0, 1]: ``ensemble`` (K) DDIM runs of ``steps`` steps (DDIM
+        ``eta``) that share the condition feature, combined by ``combine_rule`` (inference settings:
+        params infer.ddim_eta, infer.ensemble_combine). Sample k of clip b uses noise
         row ``k * B + b``, drawn from ``generator``."""
         if ensemble < 1:
             raise ValueError(f"ensemble must be >= 1, got {ensemble}")
@@ -100,4 +102,4 @@ class DiffPose(PoseModel):
         x0 = self.diffusion.sample(lambda x_t, t: self.decoder(pyramid, x_t, t), (ensemble * b, j, h, w),
                                    steps=steps, eta=eta, generator=generator, dtype=pyramid[0].dtype)
         heatmaps = self.codec.from_diffusion(x0).reshape(ensemble, b, j, h, w)
-        return combine(heatmaps, self.cfg.ensemble_combine, self.codec)
+        return combine(heatmaps, combine_rule, self.codec)

@@ -28,7 +28,7 @@ from diffpose.detect.box_ap import box_ap
 from diffpose.detect.frames import FRAME_SETS, read_split
 from diffpose.detect.run import detect_frames
 from diffpose.detect.temporal import GapFill, fill_records, merge_filled
-from diffpose.errors import DataError
+from diffpose.errors import ConfigError, DataError
 from diffpose.io import write_json
 from diffpose.tracking import stage_run
 
@@ -83,7 +83,27 @@ def resolve_params(params_file: str | None, **overrides: Any) -> dict[str, Any]:
         cfg.setdefault("synthetic", {})["checkpoint"] = overrides["checkpoint"]
     if overrides.get("fill_gaps") is not None:
         cfg.setdefault("fill_gaps", copy.deepcopy(DEFAULTS["fill_gaps"]))["enabled"] = overrides["fill_gaps"]
+    if params_file and not (overrides.get("boxes") or overrides.get("checkpoint")):
+        check_input(cfg, params_file)
     return cfg
+
+
+# backend -> the key of the file it reads (hog reads nothing: OpenCV's people detector is built in)
+BACKEND_FILES = {"synthetic": ("synthetic", "checkpoint"), "precomputed": ("precomputed", "boxes"),
+                 "torchvision": ("torchvision", "weights")}
+
+
+def check_input(cfg: dict[str, Any], source: str) -> None:
+    """``detect.input`` is the file dvc.yaml makes the stage depend on (DVC cannot pick a dependency
+    by ``detect.backend``); it must be the file the chosen backend reads, or a new checkpoint or boxes
+    file would not re-run the stage (hog reads none: any existing file, e.g. its module, will do)."""
+    if "input" not in cfg or cfg["backend"] not in BACKEND_FILES:
+        return
+    group, key = BACKEND_FILES[cfg["backend"]]
+    wanted = (cfg.get(group) or {}).get(key)
+    if wanted is not None and Path(str(cfg["input"])) != Path(str(wanted)):
+        raise ConfigError(f"{source}: detect.input is {cfg['input']!r} but backend {cfg['backend']} reads "
+                          f"detect.{group}.{key} = {wanted!r}: set detect.input to that file (the stage's dependency)")
 
 
 def run(

@@ -45,11 +45,13 @@ def run(
     subset: str = "all",
     out: str | os.PathLike | None = None,
     per_sequence_dir: str | os.PathLike | None = None,
+    run_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``pred_dir`` against ``gt_dir``; write the requested files; return the metrics.
 
     The returned dict has the table columns and ``per_joint`` (PoseTrack mAP, percent) when
-    ``metric`` is posetrack/both, and ``coco`` (COCO keypoint AP, percent) when coco/both.
+    ``metric`` is posetrack/both, and ``coco`` (COCO keypoint AP, percent) when coco/both. ``run_record`` (MLflow run id, git
+    commit, data version: :func:`diffpose.provenance.provenance`) is written into the file as ``run``.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -75,7 +77,7 @@ def run(
 
         metrics["coco"] = coco_keypoint_ap(pairs, subset=subset)
     if out is not None:
-        write_metrics(out, metrics)
+        write_metrics(out, {**metrics, "run": run_record} if run_record else metrics)
     return metrics
 
 
@@ -85,11 +87,13 @@ def main(args: argparse.Namespace) -> int:
         metrics = run(args.gt, args.pred, metric=args.metric, subset=args.subset, out=args.out,
                       per_sequence_dir=args.per_sequence)
     else:
+        from diffpose.provenance import provenance
         from diffpose.tracking import stage_run
 
         with stage_run("evaluate", params) as tracker:
             metrics = run(args.gt, args.pred, metric=args.metric, subset=args.subset, out=args.out,
-                          per_sequence_dir=args.per_sequence)
+                          per_sequence_dir=args.per_sequence,
+                          run_record=provenance(tracker.run_id, args.gt) if args.out else None)
             tracker.log_metrics(metrics)
             if args.out:
                 tracker.log_artifact(args.out)

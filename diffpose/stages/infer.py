@@ -3,10 +3,11 @@
     diffpose infer --checkpoint models/diffpose/model.pt --annotations data/synth/annotations/val \
         --images data/frames --out results/predictions/diffpose --boxes gt
 
-``--steps`` and ``--ensemble`` override ``infer.steps`` / ``infer.ensemble`` (a sweep calls the
-stage with other values); ``--boxes FILE`` takes the detect stage's COCO results instead of GT,
-every box as written (the detect stage already kept those scoring >= ``detect.score_threshold``,
-the one box-score threshold).
+``--steps``, ``--ensemble`` and ``--flip-test`` override ``infer.*`` (the sweep cells of dvc.yaml
+call the stage with other values); ``--boxes FILE`` takes the detect stage's COCO results instead of
+GT, every box as written (the detect stage already kept those scoring >= ``detect.score_threshold``,
+the one box-score threshold). ``--record FILE`` writes the cell's settings, speed and provenance
+(MLflow run id, git commit, data version) as JSON: the tables and the report read it.
 """
 
 from __future__ import annotations
@@ -29,10 +30,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'gt' (default) or a detection file (COCO results, every box used as written)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default infer.steps)")
     parser.add_argument("--ensemble", type=int, default=None, help="noise starts averaged (default infer.ensemble)")
-    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--flip-test", nargs="?", const=True, default=None, type=_boolean, metavar="{true,false}",
                         help="also predict mirrored crops and average (default infer.flip_test)")
+    parser.add_argument("--no-flip-test", dest="flip_test", action="store_false", help="same as --flip-test false")
+    parser.add_argument("--record", metavar="FILE",
+                        help="write the settings, speed, MLflow run id, git commit and data version here (JSON)")
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _boolean(text: str) -> bool:
+    """``true``/``false`` (any case, as DVC writes a boolean into a command)."""
+    if text.lower() in {"true", "1", "yes"}:
+        return True
+    if text.lower() in {"false", "0", "no"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def infer_settings(params: dict[str, Any], source: str = DEFAULT_PARAMS, **overrides: Any) -> dict[str, Any]:
@@ -66,14 +79,18 @@ def geometry(payload: dict, params: dict | None) -> tuple[float, int]:
 
 
 def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: dict[str, Any],
-        params: dict[str, Any] | None = None, progress: bool = True, model=None, payload=None) -> dict[str, Any]:
+        params: dict[str, Any] | None = None, progress: bool = True, model=None, payload=None,
+        record_path: str | None = None) -> dict[str, Any]:
     """Predict every person box of every sequence and write the files; returns the metrics.
-    ``model``/``payload`` may be given directly (tests); otherwise loaded from ``checkpoint``."""
+    ``model``/``payload`` may be given directly (tests); otherwise loaded from ``checkpoint``.
+    ``record_path``: also write the settings, metrics and provenance there (JSON)."""
     from diffpose.data.clips import ClipDataset, load_sequences
     from diffpose.data.codec import HeatmapCodec
     from diffpose.inference.boxes import detection_samples, gt_samples
     from diffpose.inference.predictor import predict_dataset
     from diffpose.inference.writer import write_predictions
+    from diffpose.io import write_json
+    from diffpose.provenance import provenance
     from diffpose.tracking import stage_run
 
     if int(settings.get("threads", 0)) > 0:
@@ -104,7 +121,8 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
         preds = predict_dataset(model, dataset, codec, batch_size=int(settings["batch_size"]),
                                 steps=int(settings["steps"]), ensemble=int(settings["ensemble"]),
                                 seed=int(settings.get("seed", 0)), workers=int(settings.get("workers", 0)),
-                                progress=progress, flip_test=flip_test,
+                                progress=progress, flip_test=flip_test, eta=float(settings.get("ddim_eta", 1.0)),
+                                combine_rule=str(settings.get("ensemble_combine", "mean_heatmap")),
                                 desc=f"infer {name} (steps {settings['steps']}, K {settings['ensemble']})")
         out_dir = Path(out)
         written = write_predictions(out_dir, seqs, samples, preds.keypoints, preds.scores)
@@ -117,6 +135,15 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
                    "steps": int(settings["steps"]), "ensemble": int(settings["ensemble"]),
                    "flip_test": flip_test}
         tracker.log_metrics(metrics)
+        if record_path is not None:
+            train_seed = ((payload.get("params") or {}).get("train") or {}).get("seed")
+            write_json(record_path, {
+                "model": str(name), "seed": train_seed, "boxes": "gt" if boxes == "gt" else "detected",
+                "box_file": None if boxes == "gt" else str(boxes),
+                "ddim_eta": float(settings.get("ddim_eta", 1.0)),
+                "ensemble_combine": str(settings.get("ensemble_combine", "mean_heatmap")),
+                "sample_seed": int(settings.get("seed", 0)), **metrics,
+                "checkpoint": str(checkpoint), **provenance(tracker.run_id, annotations)}, indent=2)
     return metrics
 
 
@@ -125,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
     settings = infer_settings(params, args.params, steps=args.steps, ensemble=args.ensemble, flip_test=args.flip_test)
     settings["boxes"] = args.boxes  # a command-line choice, not a param (recorded with the run's settings)
     metrics = run(checkpoint=args.checkpoint, annotations=args.annotations, images=args.images, out=args.out,
-                  settings=settings, params=params, progress=not args.no_progress)
+                  settings=settings, params=params, progress=not args.no_progress, record_path=args.record)
     print(f"infer: {metrics['person_clips']} person clips in {metrics['sequences']} sequences, "
           f"{metrics['person_clips_per_second']} clips/s (steps {metrics['steps']}, ensemble {metrics['ensemble']}"
           f"{', flip test' if metrics['flip_test'] else ''}) "

@@ -16,6 +16,7 @@ from diffpose.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="name of an entry under 'models' in params.yaml")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the first of train.seeds)")
     parser.add_argument("--out", required=True, help="output folder (last.pt, model.pt, metrics.json)")
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default params.yaml)")
     parser.add_argument("--annotations", default="data/synth/annotations/train",
@@ -24,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def configs(params: dict, model: str, source: str = DEFAULT_PARAMS):
-    """(ModelConfig, TrainConfig, DataConfig) for ``models.<model>`` of validated params."""
+def configs(params: dict, model: str, source: str = DEFAULT_PARAMS, seed: int | None = None):
+    """(ModelConfig, TrainConfig, DataConfig) for ``models.<model>`` of validated params, trained with
+    ``seed`` (default: the first of ``train.seeds``)."""
     from diffpose.data.clips import DataConfig
     from diffpose.models.config import resolve_model_config
     from diffpose.training.trainer import TrainConfig
@@ -33,16 +35,19 @@ def configs(params: dict, model: str, source: str = DEFAULT_PARAMS):
     models = section(params, "models", source)
     if model not in models:
         raise ConfigError(f"{source}: models.{model}: no such model (defined: {', '.join(sorted(models))})")
-    return (resolve_model_config(models[model]), TrainConfig.from_dict(section(params, "train", source)),
+    train = dict(section(params, "train", source))
+    seeds = train.pop("seeds")
+    train["seed"] = int(seeds[0] if seed is None else seed)
+    return (resolve_model_config(models[model]), TrainConfig.from_dict(train),
             DataConfig.from_dict(section(params, "data", source)))
 
 
 def run(*, model: str, out: str, params_path: str = DEFAULT_PARAMS, annotations: str, images: str,
-        progress: bool = True) -> dict:
+        progress: bool = True, seed: int | None = None) -> dict:
     from diffpose.training.trainer import train
 
     params = load_params(params_path)
-    model_cfg, train_cfg, data_cfg = configs(params, model, params_path)
+    model_cfg, train_cfg, data_cfg = configs(params, model, params_path, seed)
     record = {"model_name": model, "models": {model: params["models"][model]}, "model_config": model_cfg.to_dict(),
               "train": train_cfg.to_dict(), "data": data_cfg.to_dict(), "annotations": annotations}
     return train(model_cfg=model_cfg, train_cfg=train_cfg, data_cfg=data_cfg, annotations=annotations,
@@ -53,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
     import os
 
     result = run(model=args.model, out=args.out, params_path=args.params, annotations=args.annotations,
-                 images=args.images, progress=not args.no_progress)
+                 images=args.images, progress=not args.no_progress, seed=args.seed)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"train: {args.model}: {result['epochs']} epochs, final loss {result['final_loss']:.5g}, "
               f"{result['clips_per_second']} clips/s -> {args.out}/model.pt"

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from diffpose.data import clips
+from diffpose.provenance import data_version
 from diffpose.errors import ConfigError, DiffposeError
 from diffpose.io import write_json
 from diffpose.progress import progress_bar
@@ -92,18 +93,31 @@ _NOT_FINGERPRINTED = {"device", "threads", "workers", "cache_mb", "channels_last
 # Source that determines the trained weights, relative to the package: an edit here (the same
 # code DVC's train stage depends on) makes an existing last.pt stale, so training starts over
 # instead of "resuming" a run made by other code.
-_TRAINING_SOURCES = ("models", "diffusion", "training", "data/clips.py", "data/transforms.py", "data/codec.py")
+# What training reads: the model, the noise schedule, the loop, and the data path from annotation
+# files to target heatmaps (reader, keypoint table, clips, transforms, codec). Not inference-only
+# code (the ensemble rules, the sampler settings): editing it must not restart a training.
+_TRAINING_SOURCES = ("models", "diffusion/__init__.py", "diffusion/gaussian.py", "diffusion/schedule.py", "training",
+                     "data/clips.py", "data/transforms.py", "data/codec.py", "data/keypoints.py",
+                     "data/posetrack.py")
+
+
+def training_source_files() -> list[Path]:
+    """The installed diffpose package's source files that training reads (_TRAINING_SOURCES)."""
+    root = Path(__file__).resolve().parents[1]
+    files: list[Path] = []
+    for rel in _TRAINING_SOURCES:
+        path = root / rel
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return files
 
 
 def code_version() -> str:
     """sha256 over the training-relevant source files of the installed diffpose package."""
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for rel in _TRAINING_SOURCES:
-        path = root / rel
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(file.read_bytes())
+    for file in training_source_files():
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file.read_bytes())
     return digest.hexdigest()
 
 
@@ -161,7 +175,7 @@ def build_training_data(model_cfg: Any, data_cfg: clips.DataConfig, annotations:
         frame_stride=data_cfg.frame_stride, codec=codec, train=True, augmentation=data_cfg.augmentation,
         box_enlarge=data_cfg.box_enlarge, seed=seed, cache_mb=data_cfg.cache_mb,
     )
-    return dataset, clips.data_version([s.source for s, _ in seqs])
+    return dataset, data_version([s.source for s, _ in seqs])
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -313,6 +327,7 @@ def train(
                 save_checkpoint(out / "model.pt", model, params=record, extra={
                     "epoch": train_cfg.epochs - 1, "fingerprint": fp, "history": state.history,
                     "model_name": name, "data_version": version})
+                write_json(out / "history.json", state.history, indent=1)  # per epoch: loss, lr, speed (plots)
                 write_json(out / "metrics.json", {k: v for k, v in result.items()
                                                   if not (isinstance(v, float) and not math.isfinite(v))}, indent=2)
                 tracker.log_metrics({"final_loss": result["final_loss"],
