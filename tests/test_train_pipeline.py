@@ -1,6 +1,6 @@
 """The whole DAG through `dvc repro` on the tiny preset (synth, frames, both trainings, the detector,
 detect, infer, evaluate): outputs, the metrics against golden values, a second training giving
-the same weights, and a changed `infer.steps` re-running only what depends on it.
+the same weights, and a changed `infer.steps` re-running only the main inference cells.
 
 The run's params are tests/data/params_tiny_golden.yaml, every section in full, so the golden
 values (tests/data/tiny_pipeline_golden.json) do not move when params.yaml's demo defaults do.
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow  # a full dvc repro: two trainings, the detector, 
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN_PARAMS = DATA / "params_tiny_golden.yaml"
 GOLDEN = DATA / "tiny_pipeline_golden.json"
-STAGES = ["evaluate@diffpose", "evaluate@baseline", "evaluate_detected@diffpose"]
+STAGES = ["infer@diffpose-0", "infer@baseline-0", "infer_detected@diffpose-0"]  # cells: infer + evaluate
 
 
 def run_tiny_pipeline(dest: Path) -> tuple[Path, dict[str, str]]:
@@ -42,17 +42,22 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def cell(root: Path, family: str, model: str) -> Path:
+    """The folder of a main-setting cell (training seed 0): results/<family>/<model>/seed0."""
+    return root / "results" / family / model / "seed0"
+
+
 def measure(root: Path) -> dict[str, float]:
     """The figures the golden file pins: losses, mAP per model (all / degraded / detected boxes),
     COCO AP, the detector's box AP and its box counts."""
     out: dict[str, float] = {}
     for name in ("diffpose", "baseline"):
-        out[f"{name}.final_loss"] = _json(root / "models" / name / "metrics.json")["final_loss"]
-        metrics = _json(root / "results" / "metrics" / f"{name}.json")
+        out[f"{name}.final_loss"] = _json(root / "models" / name / "seed0" / "metrics.json")["final_loss"]
+        metrics = _json(cell(root, "infer", name) / "metrics.json")
         out[f"{name}.mAP"] = metrics["Total"]
         out[f"{name}.coco_AP"] = metrics["coco"]["coco_AP"]
-        out[f"{name}.degraded.mAP"] = _json(root / "results" / "metrics" / f"{name}_degraded.json")["Total"]
-    detected = _json(root / "results" / "metrics" / "diffpose_detected.json")
+        out[f"{name}.degraded.mAP"] = _json(cell(root, "infer", name) / "metrics_degraded.json")["Total"]
+    detected = _json(cell(root, "infer_detected", "diffpose") / "metrics.json")
     out["diffpose.detected.mAP"] = detected["Total"]
     out["diffpose.detected.coco_AP"] = detected["coco"]["coco_AP"]
     out["detector.loss_last"] = _json(root / "results" / "detect" / "train_detector.json")["loss_last"]
@@ -77,13 +82,18 @@ def test_repro_trains_both_models_and_evaluates_them(repo):
     gts = sorted(p.name for p in (root / "data" / "synth" / "annotations" / "val").glob("*.json"))
     assert gts
     for name in ("diffpose", "baseline"):
-        assert (root / "models" / name / "model.pt").exists() and (root / "models" / name / "last.pt").exists()
-        train = _json(root / "models" / name / "metrics.json")
+        model_dir = root / "models" / name / "seed0"
+        assert (model_dir / "model.pt").exists() and (model_dir / "last.pt").exists()
+        assert [h["epoch"] for h in _json(model_dir / "history.json")] == list(range(1, params["train"]["epochs"] + 1))
+        train = _json(model_dir / "metrics.json")
         assert train["model"] == name and train["epochs"] == params["train"]["epochs"]
         assert train["resumed_after_epoch"] == 0 and train["world_size"] == 1
-        preds = sorted(p.name for p in (root / "results" / "predictions" / name).glob("*.json"))
+        preds = sorted(p.name for p in (cell(root, "infer", name) / "predictions").glob("*.json"))
         assert preds == gts
-        metrics = _json(root / "results" / "metrics" / f"{name}.json")
+        record = _json(cell(root, "infer", name) / "infer.json")
+        assert (record["model"], record["seed"], record["boxes"], record["steps"]) == (name, 0, "gt", 1)
+        metrics = _json(cell(root, "infer", name) / "metrics.json")
+        assert metrics["run"]["data_version"] == record["data_version"] and len(record["data_version"]) == 64
         groups = ["Head", "Shou", "Elb", "Wri", "Hip", "Knee", "Ankl"]
         assert all(math.isfinite(metrics[g]) for g in groups)
         assert metrics["Total"] == pytest.approx(sum(metrics["per_joint"].values()) / 15)
@@ -96,10 +106,10 @@ def test_repro_detects_people_and_evaluates_on_detected_boxes(repo):
     assert len(detections) == box["detections"] > 0
     assert all({"image_id", "file_name", "bbox", "score", "category_id"} <= set(d) for d in detections)
     assert min(d["score"] for d in detections) >= box["score_threshold"]
-    preds = sorted(p.name for p in (root / "results" / "predictions_detected" / "diffpose").glob("*.json"))
+    preds = sorted(p.name for p in (cell(root, "infer_detected", "diffpose") / "predictions").glob("*.json"))
     gts = sorted(p.name for p in (root / "data" / "synth" / "annotations" / "val").glob("*.json"))
     assert preds == gts
-    metrics = _json(root / "results" / "metrics" / "diffpose_detected.json")
+    metrics = _json(cell(root, "infer_detected", "diffpose") / "metrics.json")
     assert set(metrics) >= {"Head", "Total", "per_joint", "coco"}
 
 
@@ -157,7 +167,7 @@ def test_training_again_gives_the_same_weights(repo, tmp_path):
          "--annotations", "data/synth/annotations/train", "--images", "data/frames", "--no-progress"], root, env)
     again = _json(out / "metrics.json")
     assert again["resumed_after_epoch"] == 0 and again["final_loss"] == got["baseline.final_loss"]
-    first, _ = load_checkpoint(root / "models" / "baseline" / "model.pt")
+    first, _ = load_checkpoint(root / "models" / "baseline" / "seed0" / "model.pt")
     second, _ = load_checkpoint(out / "model.pt")
     a, b = first.state_dict(), second.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -171,26 +181,22 @@ def _digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def test_changing_infer_steps_reruns_only_infer_and_evaluate(repo):
-    """Every infer stage re-runs (its params changed); an evaluate stage re-runs exactly when its
-    predictions changed (the baseline has no sampler, so its predictions stay byte-identical);
-    nothing upstream (synth, frames, training, the detector, detect) runs."""
+def test_changing_infer_steps_reruns_only_the_main_cells(repo):
+    """Every main-setting cell (infer + evaluate) re-runs (its params changed), the baseline's
+    predictions stay byte-identical (it has no sampler); nothing upstream (synth, frames, training,
+    the detector, detect) runs."""
     root, env, _ = repo
-    predictions = {"diffpose": "predictions/diffpose", "baseline": "predictions/baseline",
-                   "detected@diffpose": "predictions_detected/diffpose"}
-    before = {k: _digest(root / "results" / v) for k, v in predictions.items()}
+    predictions = {stage: cell(root, stage.split("@")[0], stage.split("@")[1].split("-")[0]) / "predictions"
+                   for stage in STAGES}
+    before = {k: _digest(v) for k, v in predictions.items()}
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["infer"]["steps"] = params["infer"]["steps"] + 1
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro", *STAGES], root, env).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
-    changed = {k for k, v in predictions.items() if _digest(root / "results" / v) != before[k]}
-    evaluated = {"evaluate@diffpose": "diffpose", "evaluate@baseline": "baseline",
-                 "evaluate_detected@diffpose": "detected@diffpose"}
-    want = {"infer@diffpose", "infer@baseline", "infer_detected@diffpose"}
-    want |= {stage for stage, key in evaluated.items() if key in changed}
-    assert "diffpose" in changed and "baseline" not in changed, changed  # 2 sampling steps differ from 1
-    assert ran == want, out
+    changed = {k for k, v in predictions.items() if _digest(v) != before[k]}
+    assert "infer@diffpose-0" in changed and "infer@baseline-0" not in changed, changed  # 2 steps differ from 1
+    assert ran == set(STAGES), out
 
 
 def regenerate() -> None:
