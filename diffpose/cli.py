@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tables": ("diffpose.stages.tables", "the paper's tables, ablations and plots from the DAG's results (pandas)"),
     "report": ("diffpose.stages.report", "one self-contained offline HTML page: tables, plots, skeletons, boxes"),
     "compare": ("diffpose.stages.compare", "compare tracked runs and experiments (params that differ, metrics)"),
+    "download": ("diffpose.stages.download", "download PoseTrack, boxes and weights from a manifest (resumable, checksummed)"),
+    "register": ("diffpose.stages.register", "point the pipeline at a PoseTrack copy you already have (checked, not copied)"),
 }
 
 # subcommand -> {argument: kind} of the paths it writes (kinds of diffpose.io.check_writable). They
