@@ -498,3 +498,18 @@ def test_mae_style_and_wrapped_checkpoints_map_onto_the_vit():
     vit2 = ViT((256, 192), dim=32, depth=1, heads=2)
     load_vitpose_weights(vit2, wrapped)
     assert torch.equal(vit2.blocks[0].attn.qkv.weight, vitpose["backbone.blocks.0.attn.qkv.weight"])
+
+
+@pytest.mark.parametrize("size,heads", [("S", 12), ("B", 12), ("L", 16), ("H", 16)])
+def test_vit_sizes_have_vitpose_attention_heads(size, heads):
+    """ViTPose-S splits 384 channels into 12 heads (mmpose's ViTPose small config), not DeiT-S's 6:
+    weights load under either split and give different outputs, so the split must be right."""
+    from diffpose.models.config import VIT_SIZES
+
+    dim, _depth, got = VIT_SIZES[size]
+    assert got == heads and dim % got == 0
+    if size == "S":
+        cfg = TINY.replace(backbone="vit", vit_size="S", arch="baseline", num_frames=1)
+        model = build_model(cfg)
+        attentions = [m for m in model.modules() if type(m).__name__ == "Attention" and m.qkv.in_features == 384]
+        assert attentions and all(a.heads == 12 for a in attentions)

@@ -16,8 +16,8 @@ from diffpose.errors import ConfigError
 
 ARCHS = ("diffpose", "baseline")
 BACKBONES = ("vit", "conv")
-VIT_SIZES = {  # ViTPose layout: embed dim, depth, heads (patch 16, MLP ratio 4)
-    "S": (384, 12, 6),
+VIT_SIZES = {  # ViTPose layout: embed dim, depth, heads (patch 16, MLP ratio 4); ViTPose-S has 12 heads
+    "S": (384, 12, 12),  # of 32 channels (not DeiT-S's 6): its weights load either way, the outputs differ
     "B": (768, 12, 12),
     "L": (1024, 24, 16),
     "H": (1280, 32, 16),
