@@ -46,7 +46,7 @@ class Comparison:
     table: pd.DataFrame
     uri: str
     params: list[str] = field(default_factory=list)  # param columns shown (they differ)
-    hidden: list[str] = field(default_factory=list)  # params the runs share
+    hidden: list[str] = field(default_factory=list)  # params constant within each stage
     metrics: list[str] = field(default_factory=list)
 
 
@@ -90,10 +90,12 @@ def check_store(uri: str) -> None:
     a store, or retry a dead server for minutes."""
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
-        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
-        if not path:
+        from diffpose.tracking import _sqlite_path
+
+        path = _sqlite_path(uri)
+        if path is None or not str(path):
             return  # in-memory: nothing to check
-        if not Path(path).is_file():
+        if not path.is_file():
             raise DataError(f"no MLflow store at {path} (nothing tracked there yet; "
                             "--tracking-uri or MLFLOW_TRACKING_URI names another store)")
         try:
@@ -227,7 +229,7 @@ def compare_table(runs: pd.DataFrame, metrics: Sequence[str] = ()) -> Comparison
         "stage": _tag(runs, STAGE_TAG),
         "experiment": _tag(runs, EXPERIMENT_TAG),
         "commit": _tag(runs, COMMIT_TAG),
-        "start": runs["start_time"].map(_local_time).astype(object),
+        "start": runs["start_time"].map(_local_time).astype(object),  # None for a missing time
         "status": runs["status"],
     })
     param_cols = sorted(c for c in runs.columns if c.startswith("params."))
@@ -297,8 +299,8 @@ def format_table(table: pd.DataFrame) -> str:
     shown["commit"] = shown["commit"].map(_short_commit)
     shown["start"] = shown["start"].map(lambda t: t.strftime("%Y-%m-%d %H:%M:%S") if t is not None else None)
     for column in shown.columns:
-        if shown[column].dtype == object:  # None prints as "None" where NaN prints as na_rep
-            shown[column] = shown[column].map(lambda v: "-" if v is None or v != v else v)
+        if shown[column].dtype != float:  # a missing text prints as "None" or "NaN", not as na_rep
+            shown[column] = shown[column].astype(object).where(shown[column].notna(), "-")
     return shown.to_string(index=False, na_rep="-", float_format=_number)
 
 
