@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from diffpose.io import atomic_open, atomic_path, read_json
 from diffpose.report.tables import COLUMNS, THIS_RUN
@@ -45,6 +46,7 @@ SWEEP_COLUMNS = ["model", "frames", "flip_test", "{other}", "{x}", "Total", "Tot
 PER_JOINT_COLUMNS = ["model", "boxes", "frames", "joint", "mAP", "mAP_std", "n_seeds", "bar"]
 HISTORY_COLUMNS = ["model", "seed", "epoch", "loss", "lr", "clips_per_second", "series"]
 _SHORT = {"steps": "steps", "ensemble": "K"}
+_BOXES = {"gt": "GT", "detected": "detected"}
 
 
 def _flip(value: Any) -> str:
@@ -83,10 +85,12 @@ def read_history(params: dict[str, Any], root: str | os.PathLike = ".") -> pd.Da
                 continue
             epochs = read_json(path, allow_nan=True)
             if not isinstance(epochs, list):
-                log.warning("plots: %s: expected a list of epochs, got %s; skipped", path, type(epochs).__name__)
+                log.warning("plots: %s: expected a list of epochs, got %s; skipped", path,
+                            type(epochs).__name__)
                 continue
             rows += [{"model": model, "seed": seed, **{k: e.get(k) for k in HISTORY_COLUMNS[2:6]},
-                      "series": f"{model} seed{seed}"} for e in epochs if isinstance(e, dict) and "epoch" in e]
+                      "series": f"{model} seed{seed}"}
+                     for e in epochs if isinstance(e, dict) and "epoch" in e]
     frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
     for column in HISTORY_COLUMNS[2:6]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
@@ -167,7 +171,7 @@ def per_joint_png(data: pd.DataFrame, path: Path) -> Path:
             positions = [j + (i - (len(models) - 1) / 2) * width for j in range(len(COLUMNS))]
             ax.bar(positions, bars["mAP"], width, yerr=_yerr(bars["mAP_std"]), capsize=2, label=model)
         ax.set_xticks(range(len(COLUMNS)), list(COLUMNS))
-        ax.set_title(f"{boxes} boxes, {frames} frames")
+        ax.set_title(f"{_BOXES.get(boxes, boxes)} boxes, {frames} frames")
         ax.set_ylabel("PoseTrack mAP")
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
@@ -183,6 +187,7 @@ def history_png(data: pd.DataFrame, path: Path) -> Path:
         axes[0, 0].plot(line["epoch"], line["loss"], marker="o", label=series)
         axes[0, 1].plot(line["epoch"], line["lr"], marker="o", label=series)
     for ax, what in zip(axes[0], ("training loss", "learning rate")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(what)
         ax.legend(fontsize=8)
@@ -199,7 +204,8 @@ def write_plots(tables: dict[str, pd.DataFrame], params: dict[str, Any], out: st
     history = read_history(params, root)
     written = [write_csv(out / "steps.csv", steps), write_csv(out / "ensemble.csv", ensemble),
                write_csv(out / "per_joint.csv", per_joint), write_csv(out / "history.csv", history),
-               sweep_png(steps, "steps", out / "steps.png"), sweep_png(ensemble, "ensemble", out / "ensemble.png"),
+               sweep_png(steps, "steps", out / "steps.png"),
+               sweep_png(ensemble, "ensemble", out / "ensemble.png"),
                per_joint_png(per_joint, out / "per_joint.png")]
     if history.empty:
         log.info("plots: no models/<model>/seed<seed>/history.json: history.png not drawn")

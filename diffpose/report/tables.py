@@ -109,7 +109,7 @@ def _check_record(record: dict[str, Any], cell: Cell, path: Path) -> None:
     expected = {"model": cell.model, "seed": cell.seed, "boxes": cell.boxes, "steps": cell.steps,
                 "ensemble": cell.ensemble, "flip_test": cell.flip_test}
     for key, value in expected.items():
-        if key in record and record[key] != value:
+        if record.get(key) is not None and record[key] != value:
             raise DataError(f"{path}: {key} is {record[key]!r}, the cell {cell.stage} has {value!r}: "
                             f"run `dvc repro {cell.stage}`")
 
@@ -137,7 +137,8 @@ def read_cell(cell: Cell, root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_cells(params: dict[str, Any], root: str | os.PathLike = ".", *, progress: bool = False) -> pd.DataFrame:
+def read_cells(params: dict[str, Any], root: str | os.PathLike = ".", *,
+               progress: bool = False) -> pd.DataFrame:
     """One row per cell of ``cells(params)`` and frame subset, one seed per row."""
     root = Path(root)
     listed = cells(params)
@@ -240,8 +241,8 @@ def per_joint_table(agg: pd.DataFrame, models: list[str], dataset: str) -> pd.Da
     own = _sorted(own, ["boxes", "frames", "model"], models)
     paper = pd.DataFrame([{"source": PAPER_SOURCE, "dataset": name, "model": PAPER_MODEL, "boxes": "detected",
                            "frames": "all", **dict(zip(COLUMNS, values))} for name, values in PAPER])
-    columns = ["source", "dataset", "model", "boxes", "frames", *SETTING, *_stats(COLUMNS), "n_seeds", "seeds",
-               *PROVENANCE]
+    columns = ["source", "dataset", "model", "boxes", "frames", *SETTING, *_stats(COLUMNS),
+               "n_seeds", "seeds", *PROVENANCE]
     return pd.concat([own, paper], ignore_index=True).reindex(columns=columns)
 
 
@@ -272,7 +273,8 @@ def boxes_table(agg: pd.DataFrame, models: list[str]) -> pd.DataFrame:
 def flip_table(agg: pd.DataFrame, models: list[str], infer: dict[str, Any]) -> pd.DataFrame:
     main = agg[agg["family"] == "infer"]
     other = agg[(agg["family"] == "sweep") & (agg["steps"] == int(infer["steps"]))
-                & (agg["ensemble"] == int(infer["ensemble"])) & (agg["flip_test"] != bool(infer["flip_test"]))]
+                & (agg["ensemble"] == int(infer["ensemble"]))
+                & (agg["flip_test"] != bool(infer["flip_test"]))]
     both = set(main["model"]) & set(other["model"])
     rows = pd.concat([main[main["model"].isin(both)], other[other["model"].isin(both)]], ignore_index=True)
     return _comparison(rows, ["model", "frames", "flip_test"], models, ["model", "frames"],
@@ -307,7 +309,7 @@ def _missing(value: Any) -> bool:
 def _number(value: Any, digits: int, sign: bool = False) -> str:
     if _missing(value):
         return ""
-    return f"{float(value) + 0.0:{'+' if sign else ''}.{digits}f}"  # + 0.0: no -0.0
+    return f"{round(float(value), digits) + 0.0:{'+' if sign else ''}.{digits}f}"  # + 0.0: no -0.0
 
 
 def display(table: pd.DataFrame) -> pd.DataFrame:
@@ -370,6 +372,10 @@ def _json_number(value: Any) -> float | int | None:
     return None if _missing(value) else (int(value) if isinstance(value, int) else float(value))
 
 
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def _same(values: list[Any]) -> Any:
     """The value when every seed has the same, else None."""
     return values[0] if values and all(v == values[0] for v in values) else None
@@ -401,9 +407,10 @@ def _totals(agg: pd.DataFrame, model: str) -> dict[str, dict[str, Any]]:
     for family, boxes in zip(MAIN_FAMILIES, ("gt", "detected")):
         for frames, _ in FRAMES:
             row = agg[(agg["family"] == family) & (agg["model"] == model) & (agg["frames"] == frames)].iloc[0]
-            out[f"{boxes}_{frames}"] = {"mean": _json_number(row["Total"]), "std": _json_number(row["Total_std"]),
-                                        "n_seeds": int(row["n_seeds"]), "evaluate_run_id": row["evaluate_run_id"],
-                                        "infer_run_id": row["infer_run_id"]}
+            out[f"{boxes}_{frames}"] = {
+                "mean": _json_number(row["Total"]), "std": _json_number(row["Total_std"]),
+                "n_seeds": int(row["n_seeds"]), "evaluate_run_id": row["evaluate_run_id"],
+                "infer_run_id": row["infer_run_id"]}
     return out
 
 
@@ -428,13 +435,11 @@ def summary(agg: pd.DataFrame, params: dict[str, Any], root: str | os.PathLike =
         models[name] = {"label": model_label(entry), "preset": entry.get("preset"), "arch": config.arch,
                         "num_frames": config.num_frames, "Total": _totals(agg, name),
                         "training": training_summary(name, seeds, root)}
-    if baseline is not None:
-        for name, model in models.items():
-            if name != baseline:
-                model["minus_baseline"] = {
-                    key: _json_number(value["mean"] - models[baseline]["Total"][key]["mean"])
-                    if value["mean"] is not None and models[baseline]["Total"][key]["mean"] is not None else None
-                    for key, value in model["Total"].items()}
+    for name, model in models.items():
+        if baseline is not None and name != baseline:
+            reference = models[baseline]["Total"]
+            model["minus_baseline"] = {key: _difference(value["mean"], reference[key]["mean"])
+                                       for key, value in model["Total"].items()}
     infer = params["infer"]
     return {
         "dataset": dataset_name(params),
