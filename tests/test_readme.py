@@ -1,5 +1,6 @@
-"""README.md against the run of record: the results block is generated from the committed metrics
-files, no run-of-record figure is typed elsewhere, links resolve, no internal work items."""
+"""README.md against the run of record: the results block is generated from the committed tables
+(results/tables, written by the tables stage), no run-of-record figure is typed elsewhere, links
+resolve, no internal work items."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from diffpose.report import readme_table
+from diffpose.report.tables import write_tables
+from tests import fake_results
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -64,54 +68,101 @@ def broken_links(page: Path) -> list[str]:
     return broken
 
 
-def _copy_run_of_record(dst: Path) -> Path:
-    for src in readme_table.source_files(REPO):
-        (dst / src.relative_to(REPO)).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst / src.relative_to(REPO))
-    shutil.copy2(REPO / "dvc.lock", dst / "dvc.lock")
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _dvc_dir_md5(folder: Path) -> str:
+    """DVC's hash of a folder output: md5 of the sorted JSON list of its files' md5 and relpath."""
+    entries = sorted(({"md5": _md5(p), "relpath": p.relative_to(folder).as_posix()}
+                      for p in folder.rglob("*") if p.is_file()), key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+@pytest.fixture(scope="module")
+def fake_tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """results/tables written by the tables stage from a fake results tree (tests/fake_results.py)."""
+    root = tmp_path_factory.mktemp("fake_run")
+    fake_results.make_results(root)
+    write_tables(fake_results.PARAMS, root / readme_table.TABLES, root)
+    return root
+
+
+def _copy_fake_run(fake_tables: Path, dst: Path) -> Path:
+    """The fake tables and README.md in ``dst``, the block generated from them."""
+    shutil.copytree(fake_tables / readme_table.TABLES, dst / readme_table.TABLES)
     shutil.copy2(README, dst / "README.md")
+    assert readme_table.main(["--write", str(dst / "README.md")]) == 0
     return dst / "README.md"
 
 
 # -- (a) the block is what the committed files generate ------------------------------------------
 
-def test_the_results_block_is_generated_from_the_committed_metrics_files() -> None:
+def test_the_results_block_is_generated_from_the_committed_tables() -> None:
     generated = readme_table.results_block(REPO)
     assert readme_table.readme_block(README.read_text()) == generated, (
         "README.md's results block is stale: run `python -m diffpose.report.readme_table --write README.md`")
     assert readme_table.main(["--check", str(README)]) == 0
 
 
-def test_the_metrics_files_are_the_ones_dvc_lock_records() -> None:
-    """The block describes the run of record only if the files are the outputs dvc.lock names."""
+def test_the_tables_are_the_ones_dvc_lock_records() -> None:
+    """The block describes the run of record only if its files are outputs dvc.lock names (a file
+    output, or a file inside a folder output whose files all hash as dvc.lock records)."""
     recorded = {out["path"]: out["md5"]
                 for stage in yaml.safe_load((REPO / "dvc.lock").read_text())["stages"].values()
                 for out in stage.get("outs", [])}
     sources = readme_table.source_files(REPO)
-    assert len(sources) >= 8  # 2 models x (training + 3 evaluations) + the detector's two files
+    assert len(sources) == 2, "results/tables/summary.json and per_joint.csv of the run of record"
     for path in sources:
-        rel = path.relative_to(REPO).as_posix()
-        assert rel in recorded, f"{rel} is not an output in dvc.lock"
-        assert hashlib.md5(path.read_bytes()).hexdigest() == recorded[rel], f"{rel} differs from dvc.lock"
+        rel = path.relative_to(REPO)
+        owner = next((p for p in (rel, *rel.parents) if p.as_posix() in recorded), None)
+        assert owner is not None, f"{rel.as_posix()} is not (inside) an output in dvc.lock"
+        expected = recorded[owner.as_posix()]
+        actual = _dvc_dir_md5(REPO / owner) if expected.endswith(".dir") else _md5(path)
+        assert actual == expected, f"{owner.as_posix()} differs from dvc.lock"
+
+
+def test_the_folder_hash_is_dvcs(tmp_path: Path) -> None:
+    """Guards the test above: DVC's hash of a folder of two files, computed by DVC itself."""
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.meta import Meta
+    from dvc_data.hashfile.tree import Tree
+
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "a.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "d" / "sub" / "b.json").write_text("{}")
+    tree = Tree()
+    for rel in ("a.csv", "sub/b.json"):
+        tree.add(tuple(rel.split("/")), Meta(), HashInfo("md5", _md5(tmp_path / "d" / rel)))
+    tree.digest()
+    assert _dvc_dir_md5(tmp_path / "d") == tree.hash_info.value
 
 
 @pytest.mark.parametrize("rel,keys", [
-    ("results/metrics/diffpose.json", ["Total"]),
-    ("results/metrics/baseline_degraded.json", ["Total"]),
-    ("results/metrics/diffpose_detected.json", ["Wri"]),
-    ("models/baseline/metrics.json", ["train_seconds_this_run"]),
-    ("results/detect/val_box_ap.json", ["box_ap", "AP50"]),
-    ("results/detect/train_detector.json", ["seconds"]),
+    ("summary.json", ["models", "diffpose", "Total", "gt_all", "mean"]),
+    ("summary.json", ["models", "baseline", "Total", "detected_all", "mean"]),
+    ("summary.json", ["models", "baseline", "training", "seconds_total"]),
+    ("summary.json", ["detector", "detect", "box_ap", "AP50"]),
+    ("summary.json", ["detector", "train", "seconds"]),
+    ("per_joint.csv", [1, "Wri"]),  # a row of this run
+    ("per_joint.csv", [-1, "Ankl"]),  # a row quoted from the paper
 ])
-def test_a_changed_metrics_file_makes_the_readme_stale(tmp_path: Path, rel: str, keys: list[str]) -> None:
-    readme = _copy_run_of_record(tmp_path)
+def test_a_changed_table_makes_the_readme_stale(fake_tables: Path, tmp_path: Path, rel: str,
+                                                keys: list) -> None:
+    readme = _copy_fake_run(fake_tables, tmp_path)
     assert readme_table.main(["--check", str(readme)]) == 0
-    data = json.loads((tmp_path / rel).read_text())
-    leaf = data
-    for key in keys[:-1]:
-        leaf = leaf[key]
-    leaf[keys[-1]] = leaf[keys[-1]] * 0.9 + 1.0
-    (tmp_path / rel).write_text(json.dumps(data))
+    path = tmp_path / readme_table.TABLES / rel
+    if rel.endswith(".json"):
+        data = json.loads(path.read_text())
+        leaf = data
+        for key in keys[:-1]:
+            leaf = leaf[key]
+        leaf[keys[-1]] = leaf[keys[-1]] * 0.9 + 1.0
+        path.write_text(json.dumps(data))
+    else:
+        frame = pd.read_csv(path, dtype={"seeds": str})
+        frame.loc[frame.index[keys[0]], keys[1]] += 1.0
+        frame.to_csv(path, index=False)
     assert readme_table.main(["--check", str(readme)]) == 1
     assert readme_table.main(["--write", str(readme)]) == 0
     assert readme_table.main(["--check", str(readme)]) == 0
@@ -120,11 +171,28 @@ def test_a_changed_metrics_file_makes_the_readme_stale(tmp_path: Path, rel: str,
     assert text.split(readme_table.END)[1] == README.read_text().split(readme_table.END)[1]
 
 
-def test_missing_markers_are_an_error(tmp_path: Path) -> None:
-    readme = _copy_run_of_record(tmp_path)
+def test_the_block_states_the_tables_figures(fake_tables: Path) -> None:
+    block = readme_table.results_block(fake_tables)
+    assert "| DiffPose (`demo_diffpose`) | 41.5 | 38.5 | 36.5 | 67 s (100 clips/s) |" in block
+    assert "| DiffPose - single-frame baseline | +10.0 | +10.0 | +10.0 |  |" in block
+    assert "| detected boxes, frames with a degraded person | single-frame baseline | 23.5 |" in block
+    assert "| PoseTrack21 val | 84.7 | 85.6 | 83.6 | 80.8 | 81.4 | 83.5 | 80.0 | 82.9 |" in block
+    assert "| the detect stage's output, gaps filled along each video | 0.867 |" in block
+    assert "Training took 613 s in all (133 s for the pose models, 480 s for the detector)." in block
+    assert "±" not in block  # one seed
+
+
+def test_missing_markers_are_an_error(fake_tables: Path, tmp_path: Path) -> None:
+    readme = _copy_fake_run(fake_tables, tmp_path)
     readme.write_text(README.read_text().replace(readme_table.END, ""))
     assert readme_table.main(["--check", str(readme)]) == 2
     assert readme_table.main(["--write", str(readme)]) == 2
+
+
+def test_missing_tables_are_an_error_naming_the_stage(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    shutil.copy2(README, tmp_path / "README.md")
+    assert readme_table.main(["--check", str(tmp_path / "README.md")]) == 2
+    assert "summary.json not found: run `dvc repro tables`" in capsys.readouterr().err
 
 
 # -- (b) no run-of-record figure typed outside the block -----------------------------------------
@@ -172,19 +240,13 @@ def test_the_internal_reference_check_matches() -> None:
     assert not _INTERNAL.search("the tissue of the issuer")
 
 
-def test_lock_params_read_whole_sections_and_single_keys(tmp_path: Path) -> None:
-    """dvc.lock records a whole section (`synth: {...}`) or single keys (`infer.steps: 1`): the
-    sampler sentence of the block needs both."""
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
-        "synth": {"params": {"params.yaml": {"synth": {"preset": "demo"}}}},
-        "infer@diffpose": {"params": {"params.yaml": {"infer.steps": 4, "infer.ensemble": 2, "infer.flip_test": False}}},
-        "train@diffpose": {"params": {"params.yaml": {"models.diffpose": {"preset": "demo_diffpose"}}}},
-    }}))
-    (tmp_path / "models" / "diffpose").mkdir(parents=True)
-    (tmp_path / "models" / "diffpose" / "metrics.json").write_text('{"epochs": 3, "training_clips": 100}')
-    lock = readme_table._lock_params(tmp_path)
-    assert lock["infer@diffpose"]["infer"] == {"steps": 4, "ensemble": 2, "flip_test": False}
-    assert lock["synth"]["synth"] == {"preset": "demo"}
-    assert lock["train@diffpose"]["models.diffpose"] == {"preset": "demo_diffpose"}
-    sentence = readme_table._setting_sentence(tmp_path, ["diffpose"], lock)
-    assert "4 denoising steps" in sentence and "without flip test" in sentence
+def test_the_setting_sentence_states_steps_flip_test_and_seeds(fake_tables: Path) -> None:
+    """The sampler settings and the seeds come from summary.json, as the tables stage ran them."""
+    summary = json.loads((fake_tables / readme_table.SUMMARY).read_text())
+    assert "1 denoising step, 1 noise start, with flip test" in readme_table._setting_sentence(summary)
+    summary["setting"] = {"steps": 4, "ensemble": 2, "flip_test": False}
+    summary["seeds"] = [0, 1]
+    sentence = readme_table._setting_sentence(summary)
+    assert "4 denoising steps, 2 noise starts, without flip test" in sentence
+    assert "2 training seeds (0, 1): mean ± standard deviation" in sentence
+    assert "synthetic `demo` benchmark, val split (216 labelled frames, 556 people)" in sentence

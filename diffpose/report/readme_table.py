@@ -1,13 +1,12 @@
-"""The README's results block, generated from the committed run of record.
+"""The README's results block, generated from the tables of the run of record.
 
-Nothing in the block is typed by hand: every figure is read from the metrics files that
-``dvc repro`` writes and that are committed with ``dvc.lock``:
+Nothing in the block is typed by hand: every figure is read from the files the ``tables`` stage
+writes (``diffpose tables``, :mod:`diffpose.report.tables`), committed with ``dvc.lock``:
 
-- ``results/metrics/<model>.json``, ``<model>_degraded.json``, ``<model>_detected.json``
-  (PoseTrack mAP on GT boxes, on the frames with a degraded person, on detected boxes);
-- ``models/<model>/metrics.json`` (training time, clips/s, epochs);
-- ``results/detect/val_box_ap.json`` and ``results/detect/train_detector.json`` (person detector);
-- ``dvc.lock`` (the params the run used: data preset, model presets, sampler settings).
+- ``results/tables/summary.json``: per model the main-setting PoseTrack mAP (GT boxes, degraded
+  subset, detected boxes; mean and std over the training seeds), its difference to the
+  single-frame baseline and the training time; the setting, the seeds, the person detector;
+- ``results/tables/per_joint.csv``: the per-joint rows of this run and the paper's, quoted.
 
 The block sits in README.md between ``<!-- results:begin -->`` and ``<!-- results:end -->``::
 
@@ -15,8 +14,7 @@ The block sits in README.md between ``<!-- results:begin -->`` and ``<!-- result
     python -m diffpose.report.readme_table --write README.md  # rewrite the block in place
     python -m diffpose.report.readme_table --check README.md  # exit 1 if the block is stale
 
-``tests/test_readme.py`` runs the check, so a metrics file that changes without the README fails
-the tests.
+``tests/test_readme.py`` runs the check, so a table that changes without the README fails the tests.
 """
 
 from __future__ import annotations
@@ -29,86 +27,63 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+import pandas as pd
 
-from diffpose.data.keypoints import TABLE_GROUPS
+from diffpose.report.tables import COLUMNS, THIS_RUN
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
-COLUMNS = (*TABLE_GROUPS, "Total")
-LABELS = {"diffpose": "DiffPose", "baseline": "single-frame baseline"}
-EVALUATIONS = (  # metrics file suffix, what it measures
-    ("", "GT boxes, all labelled frames"),
-    ("_degraded", "GT boxes, frames with a degraded person"),
-    ("_detected", "detected boxes, all labelled frames"),
+TABLES = Path("results") / "tables"
+SUMMARY = TABLES / "summary.json"
+PER_JOINT = TABLES / "per_joint.csv"
+HEADLINE = (  # key of summary.json models.<name>.Total, column header
+    ("gt_all", "PoseTrack mAP, GT boxes"),
+    ("gt_degraded", "degraded subset"),
+    ("detected_all", "detected boxes"),
 )
-# The paper's PoseTrack mAP (Feng et al., DiffPose, ICCV 2023, arXiv 2307.16687): reference values
-# quoted from the paper, not measured here. Columns as COLUMNS.
-PAPER = (
-    ("PoseTrack2017 val", (89.0, 91.2, 87.4, 83.5, 85.5, 87.2, 80.2, 86.4)),
-    ("PoseTrack2018 val", (85.0, 87.7, 84.3, 81.5, 81.4, 82.9, 77.6, 83.0)),
-    ("PoseTrack21 val", (84.7, 85.6, 83.6, 80.8, 81.4, 83.5, 80.0, 82.9)),
-)
+EVALUATIONS = {  # (boxes, frames) of per_joint.csv -> what it measures
+    ("gt", "all"): "GT boxes, all labelled frames",
+    ("gt", "degraded"): "GT boxes, frames with a degraded person",
+    ("detected", "all"): "detected boxes, all labelled frames",
+    ("detected", "degraded"): "detected boxes, frames with a degraded person",
+}
 
 
 class ReadmeBlockError(Exception):
     """README.md lacks the markers, or has them more than once or out of order."""
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _lock_params(root: Path) -> dict[str, dict[str, Any]]:
-    """Stage name -> the params.yaml values dvc.lock records for it ({} without dvc.lock)."""
-    lock = root / "dvc.lock"
-    if not lock.is_file():
-        return {}
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    out: dict[str, dict[str, Any]] = {}
-    for name, stage in stages.items():
-        params = dict((stage.get("params") or {}).get("params.yaml", {}))
-        for key, value in list(params.items()):  # stages that track single keys: `infer.steps`
-            section, dot, rest = key.partition(".")
-            if dot and isinstance(params.setdefault(section, {}), dict):
-                params[section].setdefault(rest, value)
-        out[name] = params
-    return out
-
-
-def _models(root: Path) -> list[str]:
-    """Models with a training metrics file and an evaluation: DiffPose first, the baseline next."""
-    names = [p.parent.name for p in sorted((root / "models").glob("*/metrics.json"))
-             if (root / "results" / "metrics" / f"{p.parent.name}.json").is_file()]
-    order = {name: i for i, name in enumerate(LABELS)}
-    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
 def _num(value: Any, digits: int) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}"
+    return "-" if _missing(value) else f"{value:.{digits}f}"
 
 
-def _diff(a: Any, b: Any) -> str:
-    if a is None or b is None:
-        return "-"
-    d = round(a - b, 1)
-    return f"{d + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0
+def _stat(mean: Any, std: Any) -> str:
+    """``45.2``, or ``45.2 ± 0.3`` over several seeds."""
+    return _num(mean, 1) + ("" if _missing(std) else f" ± {std:.1f}")
 
 
-def _label(name: str, lock: dict[str, dict[str, Any]]) -> str:
-    preset = lock.get(f"train@{name}", {}).get(f"models.{name}", {}).get("preset")
-    label = LABELS.get(name, name)
-    return f"{label} (`{preset}`)" if preset else label
+def _diff(value: Any) -> str:
+    return "-" if _missing(value) else f"{round(value, 1) + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0
 
 
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _training(train: dict[str, Any]) -> str:
-    text = f"{train['train_seconds_this_run']:,.0f} s ({train['clips_per_second']:,.0f} clips/s)"
+def _names(summary: dict[str, Any]) -> dict[str, str]:
+    """Model -> its label, with the preset where two models share a label."""
+    labels = [m["label"] for m in summary["models"].values()]
+    return {name: f"{m['label']} ({m['preset']})" if labels.count(m["label"]) > 1 and m.get("preset")
+            else m["label"] for name, m in summary["models"].items()}
+
+
+def _training(train: dict[str, Any], seeds: int) -> str:
+    text = (f"{train['seconds_per_seed']:,.0f} s{' per seed' if seeds > 1 else ''} "
+            f"({train['clips_per_second']:,.0f} clips/s)")
     if train.get("resumed_after_epoch"):
         text += f", resumed after epoch {train['resumed_after_epoch']} (time of the last run only)"
     if train.get("world_size", 1) > 1:
@@ -116,58 +91,58 @@ def _training(train: dict[str, Any]) -> str:
     return text
 
 
-def _setting_sentence(root: Path, models: list[str], lock: dict[str, dict[str, Any]]) -> str:
-    parts = []
-    preset = lock.get("synth", {}).get("synth", {}).get("preset")
-    boxes = _read_json(root / "results" / "detect" / "val_box_ap.json")
+def _setting_sentence(summary: dict[str, Any]) -> str:
+    preset = summary.get("synth_preset")
     where = f"synthetic `{preset}` benchmark, val split" if preset else "val split"
-    if boxes and "box_ap" in boxes:
-        ap = boxes["box_ap"]
+    ap = (summary.get("detector") or {}).get("detect", {}).get("box_ap")
+    if ap and "labelled_frames" in ap:
         where += f" ({ap['labelled_frames']} labelled frames, {ap['gt_persons']} people)"
-    parts.append(where)
-    infer = lock.get(f"infer@{models[0]}", {}).get("infer", {}) if models else {}
-    if infer:
-        flip = "with flip test" if infer.get("flip_test") else "without flip test"
-        steps, starts = infer.get("steps"), infer.get("ensemble")
-        parts.append(f"{steps} denoising step{'s' if steps != 1 else ''}, "
-                     f"{starts} noise start{'s' if starts != 1 else ''}, {flip}")
-    trains = {(t.get("epochs"), t.get("training_clips"))
-              for t in (_read_json(root / "models" / m / "metrics.json") for m in models)}
+    setting = summary["setting"]
+    steps, starts = setting["steps"], setting["ensemble"]
+    parts = [where, f"{steps} denoising step{'s' if steps != 1 else ''}, "
+                    f"{starts} noise start{'s' if starts != 1 else ''}, "
+                    f"{'with' if setting['flip_test'] else 'without'} flip test"]
+    trains = {(m["training"].get("epochs"), m["training"].get("training_clips"))
+              for m in summary["models"].values()}
     if len(trains) == 1:
         epochs, clips = trains.pop()
-        parts.append(f"every model trained {epochs} epochs on {clips:,} person clips")
+        if epochs is not None and clips is not None:
+            parts.append(f"every model trained {epochs} epochs on {clips:,} person clips")
+    seeds = summary["seeds"]
+    if len(seeds) > 1:
+        parts.append(f"{len(seeds)} training seeds ({', '.join(map(str, seeds))}): "
+                     "mean ± standard deviation")
     return "Run of record (`dvc.lock`): " + "; ".join(parts) + "."
 
 
-def _headline(root: Path, models: list[str], lock: dict[str, dict[str, Any]]) -> list[str]:
-    metrics = root / "results" / "metrics"
-    lines = [_row(["model", "PoseTrack mAP, GT boxes", "degraded subset", "detected boxes", "training"]),
-             _row(["---"] * 5)]
-    totals: dict[str, list[Any]] = {}
-    for name in models:
-        totals[name] = [(_read_json(metrics / f"{name}{suffix}.json") or {}).get("Total")
-                        for suffix, _ in EVALUATIONS]
-        train = _read_json(root / "models" / name / "metrics.json")
-        lines.append(_row([_label(name, lock), *(_num(t, 1) for t in totals[name]), _training(train)]))
-    if "diffpose" in totals and "baseline" in totals:
-        lines.append(_row(["DiffPose - baseline",
-                           *(_diff(a, b) for a, b in zip(totals["diffpose"], totals["baseline"])), ""]))
+def _headline(summary: dict[str, Any]) -> list[str]:
+    names = _names(summary)
+    lines = [_row(["model", *(title for _, title in HEADLINE), "training"]),
+             _row(["---"] * (2 + len(HEADLINE)))]
+    for name, model in summary["models"].items():
+        label = f"{names[name]} (`{model['preset']}`)" if model.get("preset") else names[name]
+        totals = [_stat(model["Total"][key]["mean"], model["Total"][key]["std"]) for key, _ in HEADLINE]
+        lines.append(_row([label, *totals, _training(model["training"], len(summary["seeds"]))]))
+    baseline = summary.get("baseline")
+    for name, model in summary["models"].items():
+        if "minus_baseline" in model:
+            lines.append(_row([f"{names[name]} - {names[baseline]}",
+                               *(_diff(model["minus_baseline"][key]) for key, _ in HEADLINE), ""]))
     return lines
 
 
-def _per_joint(root: Path, models: list[str]) -> list[str]:
-    metrics = root / "results" / "metrics"
+def _per_joint(summary: dict[str, Any], rows: pd.DataFrame) -> list[str]:
+    names = _names(summary)
     lines = [_row(["boxes, frames", "model", *COLUMNS]), _row(["---"] * (2 + len(COLUMNS)))]
-    for suffix, what in EVALUATIONS:
-        for name in models:
-            result = _read_json(metrics / f"{name}{suffix}.json")
-            if result is not None:
-                lines.append(_row([what, LABELS.get(name, name), *(_num(result.get(c), 1) for c in COLUMNS)]))
+    for row in rows[rows["source"] == THIS_RUN].to_dict("records"):
+        what = EVALUATIONS.get((row["boxes"], row["frames"]), f"{row['boxes']} boxes, {row['frames']} frames")
+        lines.append(_row([what, names.get(row["model"], row["model"]),
+                           *(_stat(row[c], row.get(f"{c}_std")) for c in COLUMNS)]))
     return lines
 
 
-def _detector(root: Path) -> list[str]:
-    boxes = _read_json(root / "results" / "detect" / "val_box_ap.json")
+def _detector(detector: dict[str, Any] | None) -> list[str]:
+    boxes = (detector or {}).get("detect")
     if not boxes or "box_ap" not in boxes:
         return []
     filled = boxes.get("fill_gaps")
@@ -179,10 +154,10 @@ def _detector(root: Path) -> list[str]:
         rows.append((f"the boxes pose inference uses (score >= {boxes['score_threshold']})",
                      boxes["box_ap_kept"]))
     lines = [_row(["person boxes", "box AP50", "AP", "AP75", "recall50"]), _row(["---"] * 5)]
-    lines += [_row([what, *(_num(ap[key], 3) for key in ("AP50", "AP", "AP75", "recall50"))])
+    lines += [_row([what, *(_num(ap.get(key), 3) for key in ("AP50", "AP", "AP75", "recall50"))])
               for what, ap in rows]
     about = [f"Person detector: backend `{boxes['backend']}`"]
-    train = _read_json(root / "results" / "detect" / "train_detector.json")
+    train = detector.get("train")
     if train:
         about.append(f"trained in {train['seconds']:,.0f} s ({train['steps']:,} steps, {train['precision']})")
     about.append(f"detection ran at {boxes['frames_per_second']:.0f} frames/s "
@@ -192,58 +167,54 @@ def _detector(root: Path) -> list[str]:
     return [", ".join(about) + ". Box AP by pycocotools on the labelled val frames:", "", *lines]
 
 
-def _training_total(root: Path, models: list[str]) -> str:
-    pose = sum(_read_json(root / "models" / m / "metrics.json")["train_seconds_this_run"] for m in models)
-    train = _read_json(root / "results" / "detect" / "train_detector.json")
-    if train is None:
+def _training_total(summary: dict[str, Any]) -> str:
+    pose = sum(m["training"]["seconds_total"] or 0.0 for m in summary["models"].values())
+    train = (summary.get("detector") or {}).get("train")
+    if not train:
         return f"Training took {pose:,.0f} s in all."
     return (f"Training took {pose + train['seconds']:,.0f} s in all "
             f"({pose:,.0f} s for the pose models, {train['seconds']:,.0f} s for the detector).")
 
 
-def _paper() -> list[str]:
+def _paper(rows: pd.DataFrame) -> list[str]:
     lines = [_row(["paper: DiffPose, ViT-H, real PoseTrack", *COLUMNS]), _row(["---"] * (1 + len(COLUMNS)))]
-    lines += [_row([bench, *(f"{v:.1f}" for v in values)]) for bench, values in PAPER]
+    lines += [_row([row["dataset"], *(_num(row[c], 1) for c in COLUMNS)])
+              for row in rows[rows["source"] != THIS_RUN].to_dict("records")]
     return lines
 
 
 def source_files(root: str | Path = ".") -> list[Path]:
-    """The committed metrics files the block is built from (those that exist)."""
-    root = Path(root)
-    files = []
-    for name in _models(root):
-        files.append(root / "models" / name / "metrics.json")
-        files += [root / "results" / "metrics" / f"{name}{suffix}.json" for suffix, _ in EVALUATIONS]
-    files += [root / "results" / "detect" / f for f in ("val_box_ap.json", "train_detector.json")]
-    return [f for f in files if f.is_file()]
+    """The committed files the block is built from (those that exist)."""
+    return [f for f in (Path(root) / SUMMARY, Path(root) / PER_JOINT) if f.is_file()]
 
 
 def results_block(root: str | Path = ".") -> str:
-    """The Markdown between the markers (markers excluded), built from the files under ``root``."""
+    """The Markdown between the markers (markers excluded), built from the tables under ``root``."""
     root = Path(root)
-    lock = _lock_params(root)
-    models = _models(root)
-    if not models:
-        raise FileNotFoundError(f"{root}: no models/<name>/metrics.json with results/metrics/<name>.json")
+    for path in (root / SUMMARY, root / PER_JOINT):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `dvc repro tables`")
+    summary = json.loads((root / SUMMARY).read_text())
+    rows = pd.read_csv(root / PER_JOINT)
     parts = [
-        "<!-- generated by `python -m diffpose.report.readme_table --write README.md` from the committed "
-        "metrics files; do not edit by hand -->",
+        "<!-- generated by `python -m diffpose.report.readme_table --write README.md` from results/tables "
+        "(summary.json, per_joint.csv); do not edit by hand -->",
         "",
-        _setting_sentence(root, models, lock),
+        _setting_sentence(summary),
         "",
-        *_headline(root, models, lock),
+        *_headline(summary),
         "",
         "Per joint group (PoseTrack mAP, %; Total is the mean over the 15 joints):",
         "",
-        *_per_joint(root, models),
+        *_per_joint(summary, rows),
     ]
-    detector = _detector(root)
+    detector = _detector(summary.get("detector"))
     if detector:
         parts += ["", *detector]
-    parts += ["", _training_total(root, models),
+    parts += ["", _training_total(summary),
               "", "The paper's PoseTrack mAP (Feng et al., ICCV 2023, arXiv 2307.16687), for reference only: "
               "real video, a ViT-H backbone and GPUs, not comparable with the synthetic demo above:",
-              "", *_paper()]
+              "", *_paper(rows)]
     return "\n".join(parts)
 
 
@@ -269,12 +240,12 @@ def replace_block(text: str, block: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m diffpose.report.readme_table",
-        description="Generate the README's results block from the committed metrics files.")
+        description="Generate the README's results block from the committed tables (results/tables).")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", metavar="README", help="rewrite the block between the markers in this file")
     mode.add_argument("--check", metavar="README",
                       help="exit 1 if the block in this file differs from the generated one")
-    parser.add_argument("--root", help="project root holding results/ and models/ "
+    parser.add_argument("--root", help="project root holding results/tables "
                                         "(default: the README's folder, else .)")
     args = parser.parse_args(argv)
     readme = Path(args.write or args.check) if (args.write or args.check) else None
