@@ -39,16 +39,16 @@ from diffpose.data import keypoints as kp
 from diffpose.data.posetrack import load_sequence, sequence_files
 from diffpose.errors import ConfigError, DataError
 from diffpose.evaluation.posetrack_map import HEAD_SIZE_FACTOR, PCKH_THRESHOLD, evaluated_frames
-from diffpose.inference.overlay import draw_people
 from diffpose.io import atomic_open, read_json
 from diffpose.models.config import resolve_model_config
 from diffpose.sweep import Cell, cells
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# BGR colours of the frame overlays (the predicted skeletons take draw_people's colour per person)
-GT_COLOUR = (60, 220, 60)
-BOX_COLOUR = (255, 190, 0)
-MISS_COLOUR = (0, 0, 255)
+# BGR colours of the frame overlays
+PRED_COLOUR = (0, 230, 255)  # yellow
+GT_COLOUR = (60, 220, 60)  # green
+BOX_COLOUR = (255, 190, 0)  # azure
+MISS_COLOUR = (0, 0, 255)  # red
 EVALUATED_JOINTS = kp.LABELLED_IN_POSETRACK18  # the ears are never labelled, nor scored
 
 
@@ -221,7 +221,10 @@ def misses(gt: list[dict], pred: list[dict]) -> tuple[list[tuple[np.ndarray, np.
     gxy, ghas = _keypoints(gt)
     ghas &= EVALUATED_JOINTS
     head = HEAD_SIZE_FACTOR * np.hypot(*np.array([a["bbox_head"][2:] for a in gt], dtype=np.float64).T)
-    pxy, phas = _keypoints(pred) if pred else (np.zeros((0, kp.NUM_KEYPOINTS, 2)), np.zeros((0, kp.NUM_KEYPOINTS), bool))
+    if pred:
+        pxy, phas = _keypoints(pred)
+    else:
+        pxy, phas = np.zeros((0, kp.NUM_KEYPOINTS, 2)), np.zeros((0, kp.NUM_KEYPOINTS), bool)
     with np.errstate(divide="ignore", invalid="ignore"):
         dist = np.linalg.norm(gxy[:, None] - pxy[None], axis=-1) / head[:, None, None]  # (G, P, J)
     both = ghas[:, None] & phas[None]
@@ -248,25 +251,41 @@ def _point(xy: np.ndarray, scale: float) -> tuple[int, int]:
     return int(round(xy[0] * scale)), int(round(xy[1] * scale))
 
 
+def _skeleton(out: np.ndarray, xy: np.ndarray, has: np.ndarray, colour: tuple[int, int, int], thickness: int,
+              scale: float) -> None:
+    """The limbs (keypoints.SKELETON) of one person whose two ends are both present, in place."""
+    for a, b in kp.SKELETON:
+        if has[a] and has[b]:
+            cv2.line(out, _point(xy[a], scale), _point(xy[b], scale), colour, thickness, cv2.LINE_AA)
+
+
 def draw_frame(image: np.ndarray, gt: list[dict], pred: list[dict], boxes: list[tuple[list[float], float]],
                wrong: list[tuple[np.ndarray, np.ndarray | None]], width: int) -> np.ndarray:
-    """The BGR frame scaled to ``width`` with detector boxes, predicted skeletons, GT joints
-    (crosses) and the misses (red circles, a line to where the GT joint is)."""
+    """The BGR frame scaled to ``width`` with the detector's boxes, the predicted skeletons, the
+    ground truth (thin, joints as crosses) and the misses (red circles, a line to the GT joint).
+
+    One colour per role, not diffpose.inference.overlay's colour per person: its hues include the
+    red and green that mark misses and the ground truth here."""
     scale = width / image.shape[1]
     size = (width, max(1, round(image.shape[0] * scale)))
     out = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     for (x, y, w, h), score in boxes:
         cv2.rectangle(out, _point((x, y), scale), _point((x + w, y + h), scale), BOX_COLOUR, 1)
-        cv2.putText(out, f"{score:.2f}", _point((x, y), scale), cv2.FONT_HERSHEY_SIMPLEX, 0.35, BOX_COLOUR, 1,
-                    cv2.LINE_AA)
-    if pred:
-        xy, has = _keypoints(pred)
-        scores = np.where(has & EVALUATED_JOINTS, 1.0, -1.0)  # every evaluated joint, whatever its score
-        out = draw_people(out, [(xy[i] * scale, scores[i], None) for i in range(len(pred))], threshold=0.0)
-    if gt:
-        xy, has = _keypoints(gt)
-        for g, j in zip(*np.nonzero(has & EVALUATED_JOINTS)):
-            cv2.drawMarker(out, _point(xy[g, j], scale), GT_COLOUR, cv2.MARKER_CROSS, 7, 1, cv2.LINE_AA)
+        cv2.putText(out, f"{score:.2f}", _point((x, y - 2), scale), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+                    BOX_COLOUR, 1, cv2.LINE_AA)
+    for people, colour, thickness in ((pred, PRED_COLOUR, 2), (gt, GT_COLOUR, 1)):
+        if not people:
+            continue
+        xy, has = _keypoints(people)
+        has &= EVALUATED_JOINTS
+        for person in range(len(people)):
+            _skeleton(out, xy[person], has[person], colour, thickness, scale)
+        for person, joint in zip(*np.nonzero(has)):
+            centre = _point(xy[person, joint], scale)
+            if people is gt:
+                cv2.drawMarker(out, centre, colour, cv2.MARKER_CROSS, 7, 1, cv2.LINE_AA)
+            else:
+                cv2.circle(out, centre, 2, colour, -1, cv2.LINE_AA)
     for gt_xy, pred_xy in wrong:
         centre = _point(gt_xy if pred_xy is None else pred_xy, scale)
         if pred_xy is not None:
@@ -282,7 +301,8 @@ def jpeg_uri(image: np.ndarray, quality: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode("ascii")
 
 
-def sequence_figures(gt_path: Path, pred_dir: Path, images: Path, detections: dict, options: Options) -> list[Figure]:
+def sequence_figures(gt_path: Path, pred_dir: Path, images: Path, detections: dict,
+                     options: Options) -> list[Figure]:
     """The thumbnails of one val sequence (frames paired by position, as the evaluator pairs them)."""
     pred_path = pred_dir / gt_path.name
     if not pred_path.is_file():
@@ -315,7 +335,8 @@ def sequence_figures(gt_path: Path, pred_dir: Path, images: Path, detections: di
 # HTML
 
 CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1500px; padding: 0 1em; color: #222; }
+body { font: 14px/1.45 system-ui, sans-serif; color: #222; margin: 1.5em auto; max-width: 1500px;
+       padding: 0 1em; }
 h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
 h3 { margin: 1.2em 0 .3em; font-size: 1.05em; }
 table { border-collapse: collapse; margin: .3em 0 1em; font-size: 13px; }
@@ -387,16 +408,18 @@ def summary_html(summary: dict[str, Any]) -> str:
 
 
 def cell_html(cell: Cell, record: dict[str, Any]) -> str:
-    setting = f"{cell.steps} DDIM step(s), ensemble {cell.ensemble}, flip test {'on' if cell.flip_test else 'off'}"
+    flip = "on" if cell.flip_test else "off"
+    setting = f"{cell.steps} DDIM step(s), ensemble {cell.ensemble}, flip test {flip}"
     run = record.get("mlflow_run_id")
-    bits = [f"model <code>{_esc(cell.model)}</code>, training seed {cell.seed}, {cell.boxes.upper()} boxes, {setting}",
+    bits = [f"model <code>{_esc(cell.model)}</code>, training seed {cell.seed}, {cell.boxes.upper()} boxes, "
+            f"{setting}",
             f"predictions <code>{_esc(cell.predictions.as_posix())}</code>",
             f"MLflow run <code>{_esc(run)}</code>" if run else "MLflow run: not recorded"]
     return "<p>" + "; ".join(bits) + ".</p>"
 
 
-LEGEND = ('<p class="legend"><span>coloured lines: predicted skeleton (one colour per person)</span>'
-          '<span><span class="swatch" style="color:#3cdc3c">+</span> ground-truth joint</span>'
+LEGEND = ('<p class="legend"><span><span class="swatch" style="color:#ffe600">&#9679;&#8212;</span> predicted '
+          'skeleton</span><span><span class="swatch" style="color:#3cdc3c">+&#8212;</span> ground truth</span>'
           '<span><span class="swatch" style="color:#00beff">&#9633;</span> detect stage box (score)</span>'
           '<span><span class="swatch" style="color:#ff0000">&#9675;</span> joint farther than '
           f'{PCKH_THRESHOLD} x the head size from the ground truth (PoseTrack mAP counts it wrong), '
@@ -405,13 +428,14 @@ LEGEND = ('<p class="legend"><span>coloured lines: predicted skeleton (one colou
 
 def render_page(*, title: str, intro: str, summary: dict[str, Any], tables: list[Table], plots: list[Figure],
                 cell: Cell, record: dict[str, Any], sequences: list[tuple[str, list[Figure]]]) -> str:
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{_esc(title)}</title>",
+    parts = ['<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">', f"<title>{_esc(title)}</title>",
              f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n<p class=\"muted\">{intro}</p>",
              summary_html(summary), "<h2>Tables</h2>", *map(table_html, tables), "<h2>Plots</h2>"]
     parts += [figure_html(f, f"plot {f.caption}") for f in plots] or ['<p class="muted">No plot.</p>']
     parts += ["<h2>Predictions on val frames</h2>", cell_html(cell, record), LEGEND]
     for name, figures in sequences:
-        parts.append(f"<h3>{_esc(name)}</h3>\n<div>" + "".join(figure_html(f, f.caption) for f in figures) + "</div>")
+        thumbnails = "".join(figure_html(f, f.caption) for f in figures)
+        parts.append(f"<h3>{_esc(name)}</h3>\n<div>{thumbnails}</div>")
     parts.append("</body>\n</html>\n")
     return "\n".join(p for p in parts if p)
 
@@ -430,14 +454,16 @@ def build_report(params: dict[str, Any], inputs: Inputs, out: str | os.PathLike,
     pred_dir = inputs.results_root / cell.predictions
     if not pred_dir.is_dir():
         raise DataError(f"{pred_dir}: predictions folder of cell {cell.stage} not found")
-    sequences = [(path.stem, sequence_figures(path, pred_dir, inputs.images, detections, options)) for path in gt_files]
+    sequences = [(path.stem, sequence_figures(path, pred_dir, inputs.images, detections, options))
+                 for path in gt_files]
     preset = params.get("synth", {}).get("preset")
     intro = (f"Synthetic benchmark, preset <code>{_esc(preset)}</code>. " if preset else "") + (
         f"{len(tables)} tables from <code>{_esc(inputs.tables)}</code>, {len(plots)} plots from "
         f"<code>{_esc(inputs.plots)}</code>, {sum(len(f) for _, f in sequences)} val frames of "
         f"{len(sequences)} sequences.")
+    record = cell_record(cell, inputs.results_root)
     page = render_page(title="DiffPose reproduction: report", intro=intro, summary=summary, tables=tables,
-                       plots=plots, cell=cell, record=cell_record(cell, inputs.results_root), sequences=sequences)
+                       plots=plots, cell=cell, record=record, sequences=sequences)
     with atomic_open(out, "w", encoding="utf-8") as fh:
         fh.write(page)
     return {"tables": len(tables), "plots": len(plots), "frames": sum(len(f) for _, f in sequences),
