@@ -250,3 +250,6 @@ def test_the_setting_sentence_states_steps_flip_test_and_seeds(fake_tables: Path
     assert "4 denoising steps, 2 noise starts, without flip test" in sentence
     assert "2 training seeds (0, 1): mean ± standard deviation" in sentence
     assert "synthetic `demo` benchmark, val split (216 labelled frames, 556 people)" in sentence
+    summary.update(synth_preset=None, dataset="PoseTrack2018 val")
+    assert readme_table._setting_sentence(summary).startswith(
+        "Run of record (`dvc.lock`): PoseTrack2018 val (216 labelled frames, 556 people);")

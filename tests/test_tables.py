@@ -109,6 +109,14 @@ def test_the_paper_rows_are_quoted_and_marked_with_their_dataset(one_seed: Path)
     assert text.count(tables.PAPER_SOURCE) == 3 and "synthetic (demo)" in text
 
 
+def test_the_dataset_column_follows_params_dataset() -> None:
+    assert tables.dataset_name(fake.PARAMS) == "synthetic (demo)"
+    posetrack = fake.params(dataset={"name": "posetrack18", "train": "t", "val": "v", "images": "i"})
+    assert tables.dataset_name(posetrack) == "PoseTrack2018 val"  # as the paper's row on the same data
+    assert tables.synth_preset(posetrack) is None
+    assert tables.dataset_name(fake.params(dataset={"name": "synthetic"})) == "synthetic (demo)"
+
+
 def test_ablation_tables_compare_what_they_say(one_seed: Path) -> None:
     steps = _table(one_seed, "steps")
     assert sorted(set(steps["steps"])) == [1, 2, 4] and sorted(set(steps["ensemble"])) == [1, 4]

@@ -93,7 +93,7 @@ def _training(train: dict[str, Any], seeds: int) -> str:
 
 def _setting_sentence(summary: dict[str, Any]) -> str:
     preset = summary.get("synth_preset")
-    where = f"synthetic `{preset}` benchmark, val split" if preset else "val split"
+    where = f"synthetic `{preset}` benchmark, val split" if preset else summary["dataset"]
     ap = (summary.get("detector") or {}).get("detect", {}).get("box_ap")
     if ap and "labelled_frames" in ap:
         where += f" ({ap['labelled_frames']} labelled frames, {ap['gt_persons']} people)"

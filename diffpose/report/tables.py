@@ -76,6 +76,8 @@ PAPER = (
     ("PoseTrack2018 val", (85.0, 87.7, 84.3, 81.5, 81.4, 82.9, 77.6, 83.0)),
     ("PoseTrack21 val", (84.7, 85.6, 83.6, 80.8, 81.4, 83.5, 80.0, 82.9)),
 )
+POSETRACK = {"posetrack17": "PoseTrack2017 val", "posetrack18": "PoseTrack2018 val",
+             "posetrack21": "PoseTrack21 val"}  # params dataset.name -> the dataset column
 TABLES = {  # name -> caption
     "per_joint": "PoseTrack mAP per joint group at the main setting (Total: mean over the 15 joints), "
                  "beside the paper's figures",
@@ -204,9 +206,21 @@ def baseline_model(models: dict[str, dict[str, Any]]) -> str | None:
     return min(ranked)[2] if ranked else None
 
 
+def synth_preset(params: dict[str, Any]) -> str | None:
+    """The synthetic benchmark's preset when the run is on it (params dataset.name, default synthetic)."""
+    if (params.get("dataset") or {}).get("name", "synthetic") != "synthetic":
+        return None
+    return (params.get("synth") or {}).get("preset")
+
+
 def dataset_name(params: dict[str, Any]) -> str:
-    preset = (params.get("synth") or {}).get("preset")
-    return f"synthetic ({preset})" if preset else "val split"
+    """What this run's rows are measured on: ``synthetic (<preset>)`` or the PoseTrack val split, named
+    as in the paper's rows."""
+    name = (params.get("dataset") or {}).get("name", "synthetic")
+    if name != "synthetic":
+        return POSETRACK.get(name, name)
+    preset = synth_preset(params)
+    return f"synthetic ({preset})" if preset else "synthetic"
 
 
 # -- tables -------------------------------------------------------------------------------------
@@ -443,7 +457,7 @@ def summary(agg: pd.DataFrame, params: dict[str, Any], root: str | os.PathLike =
     infer = params["infer"]
     return {
         "dataset": dataset_name(params),
-        "synth_preset": (params.get("synth") or {}).get("preset"),
+        "synth_preset": synth_preset(params),
         "setting": {"steps": int(infer["steps"]), "ensemble": int(infer["ensemble"]),
                     "flip_test": bool(infer["flip_test"])},
         "seeds": seeds,

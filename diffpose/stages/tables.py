@@ -34,7 +34,8 @@ def run(params: dict[str, Any], *, out: str | os.PathLike, plots: str | os.PathL
     from diffpose.report.tables import write_tables
     from diffpose.tracking import stage_run
 
-    tracked = {"models": list(params["models"]), "train": {"seeds": params["train"]["seeds"]},
+    tracked = {"dataset": (params.get("dataset") or {}).get("name", "synthetic"),
+               "models": list(params["models"]), "train": {"seeds": params["train"]["seeds"]},
                "infer": {k: params["infer"][k] for k in ("steps", "ensemble", "flip_test")},
                "sweep": params["sweep"], "out": str(out), "plots": str(plots)}
     with stage_run("tables", tracked) as tracker:
