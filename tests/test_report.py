@@ -148,7 +148,8 @@ def test_page_holds_every_table_plot_and_frame(tree: dict, page: tuple[Path, dic
     assert "diffpose.Total" in text  # summary.json, flattened
     assert text.count("data:image/png;base64,") == 2
     assert text.count("data:image/jpeg;base64,") == counts["frames"]
-    assert tree["cell"].predictions.as_posix() in text and "training seed 0" in text
+    assert tree["cell"].predictions.as_posix() in text and "DiffPose (<code>diffpose</code>), training seed 0" in text
+    assert "Data: synthetic (tiny)." in text
 
 
 def test_page_needs_nothing_beyond_itself(page: tuple[Path, dict]):

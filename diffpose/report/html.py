@@ -41,6 +41,7 @@ from diffpose.errors import ConfigError, DataError
 from diffpose.evaluation.posetrack_map import HEAD_SIZE_FACTOR, PCKH_THRESHOLD, evaluated_frames
 from diffpose.io import atomic_open, read_json
 from diffpose.models.config import resolve_model_config
+from diffpose.report.tables import dataset_name, model_label
 from diffpose.sweep import Cell, cells
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -407,12 +408,12 @@ def summary_html(summary: dict[str, Any]) -> str:
     return f"<h2>Summary</h2>\n<table>{rows}</table>"
 
 
-def cell_html(cell: Cell, record: dict[str, Any]) -> str:
+def cell_html(cell: Cell, label: str, record: dict[str, Any]) -> str:
     flip = "on" if cell.flip_test else "off"
     setting = f"{cell.steps} DDIM step(s), ensemble {cell.ensemble}, flip test {flip}"
     run = record.get("mlflow_run_id")
-    bits = [f"model <code>{_esc(cell.model)}</code>, training seed {cell.seed}, {cell.boxes.upper()} boxes, "
-            f"{setting}",
+    bits = [f"{_esc(label)} (<code>{_esc(cell.model)}</code>), training seed {cell.seed}, "
+            f"{cell.boxes.upper()} boxes, {setting}",
             f"predictions <code>{_esc(cell.predictions.as_posix())}</code>",
             f"MLflow run <code>{_esc(run)}</code>" if run else "MLflow run: not recorded"]
     return "<p>" + "; ".join(bits) + ".</p>"
@@ -427,12 +428,12 @@ LEGEND = ('<p class="legend"><span><span class="swatch" style="color:#ffe600">&#
 
 
 def render_page(*, title: str, intro: str, summary: dict[str, Any], tables: list[Table], plots: list[Figure],
-                cell: Cell, record: dict[str, Any], sequences: list[tuple[str, list[Figure]]]) -> str:
+                cell: Cell, label: str, record: dict[str, Any], sequences: list[tuple[str, list[Figure]]]) -> str:
     parts = ['<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">', f"<title>{_esc(title)}</title>",
              f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n<p class=\"muted\">{intro}</p>",
              summary_html(summary), "<h2>Tables</h2>", *map(table_html, tables), "<h2>Plots</h2>"]
     parts += [figure_html(f, f"plot {f.caption}") for f in plots] or ['<p class="muted">No plot.</p>']
-    parts += ["<h2>Predictions on val frames</h2>", cell_html(cell, record), LEGEND]
+    parts += ["<h2>Predictions on val frames</h2>", cell_html(cell, label, record), LEGEND]
     for name, figures in sequences:
         thumbnails = "".join(figure_html(f, f.caption) for f in figures)
         parts.append(f"<h3>{_esc(name)}</h3>\n<div>{thumbnails}</div>")
@@ -456,14 +457,12 @@ def build_report(params: dict[str, Any], inputs: Inputs, out: str | os.PathLike,
         raise DataError(f"{pred_dir}: predictions folder of cell {cell.stage} not found")
     sequences = [(path.stem, sequence_figures(path, pred_dir, inputs.images, detections, options))
                  for path in gt_files]
-    preset = params.get("synth", {}).get("preset")
-    intro = (f"Synthetic benchmark, preset <code>{_esc(preset)}</code>. " if preset else "") + (
-        f"{len(tables)} tables from <code>{_esc(inputs.tables)}</code>, {len(plots)} plots from "
-        f"<code>{_esc(inputs.plots)}</code>, {sum(len(f) for _, f in sequences)} val frames of "
-        f"{len(sequences)} sequences.")
-    record = cell_record(cell, inputs.results_root)
+    intro = (f"Data: {_esc(dataset_name(params))}. {len(tables)} tables from <code>{_esc(inputs.tables)}</code>, "
+             f"{len(plots)} plots from <code>{_esc(inputs.plots)}</code>, {sum(len(f) for _, f in sequences)} val "
+             f"frames of {len(sequences)} sequences from <code>{_esc(inputs.annotations)}</code>.")
     page = render_page(title="DiffPose reproduction: report", intro=intro, summary=summary, tables=tables,
-                       plots=plots, cell=cell, record=record, sequences=sequences)
+                       plots=plots, cell=cell, label=model_label(params["models"][cell.model]),
+                       record=cell_record(cell, inputs.results_root), sequences=sequences)
     with atomic_open(out, "w", encoding="utf-8") as fh:
         fh.write(page)
     return {"tables": len(tables), "plots": len(plots), "frames": sum(len(f) for _, f in sequences),

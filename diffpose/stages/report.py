@@ -2,7 +2,7 @@
 
     diffpose report --params params.yaml --out results/report.html
                     [--tables results/tables] [--plots results/plots]
-                    [--annotations data/synth/annotations/val] [--images data/frames]
+                    [--annotations VAL_DIR] [--images IMAGE_ROOT]   (default: params dataset.val, .images)
                     [--detections results/detect/val_detections.json] [--results .]
                     [--frames-per-sequence 3] [--width 480]
 
@@ -26,9 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the HTML file to write")
     parser.add_argument("--tables", default="results/tables", help="folder of the tables stage's CSV files")
     parser.add_argument("--plots", default="results/plots", help="folder of the tables stage's PNG plots")
-    parser.add_argument("--annotations", default="data/synth/annotations/val",
-                        help="ground-truth sequence files of the val split")
-    parser.add_argument("--images", default="data/frames", help="image root the annotations' file names are relative to")
+    parser.add_argument("--annotations", help="ground-truth sequence files of the val split (default: params "
+                        "dataset.val, else data/synth/annotations/val)")
+    parser.add_argument("--images", help="image root the annotations' file names are relative to (default: params "
+                        "dataset.images, else data/frames)")
     parser.add_argument("--detections", default="results/detect/val_detections.json",
                         help="the detect stage's boxes (COCO results JSON)")
     parser.add_argument("--results", default=".", help="folder the cells' results/... paths are relative to")
@@ -41,8 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     options = Options(frames_per_sequence=args.frames_per_sequence, width=args.width)
     params = load_params(args.params)
-    inputs = Inputs(tables=Path(args.tables), plots=Path(args.plots), annotations=Path(args.annotations),
-                    images=Path(args.images), detections=Path(args.detections), results_root=Path(args.results))
+    dataset = params.get("dataset") or {}
+    inputs = Inputs(tables=Path(args.tables), plots=Path(args.plots),
+                    annotations=Path(args.annotations or dataset.get("val", "data/synth/annotations/val")),
+                    images=Path(args.images or dataset.get("images", "data/frames")),
+                    detections=Path(args.detections), results_root=Path(args.results))
     settings = {"params": args.params, "out": args.out, "frames_per_sequence": options.frames_per_sequence,
                 "width": options.width, **{k: str(v) for k, v in vars(inputs).items()}}
     if args.no_track:
