@@ -145,7 +145,8 @@ def test_page_holds_every_table_plot_and_frame(tree: dict, page: tuple[Path, dic
         assert f"<code>{run_id}</code>" in text
     assert "baseline &lt;b&gt;" in text and "<b>" not in text  # CSV text is escaped
     assert '<td class="num" title="87.123456">87.123</td>' in text  # long decimals shortened, exact in the tooltip
-    assert "diffpose.Total" in text  # summary.json, flattened
+    assert text.index('id="table-per_joint"') < text.index('id="table-ablation_steps"')  # the paper's table first
+    assert "<th>diffpose.Total</th><td>45.2</td>" in text  # summary.json, flattened
     assert text.count("data:image/png;base64,") == 2
     assert text.count("data:image/jpeg;base64,") == counts["frames"]
     assert tree["cell"].predictions.as_posix() in text and "DiffPose (<code>diffpose</code>), training seed 0" in text
@@ -264,7 +265,8 @@ def test_browser_renders_tables_and_every_image(page: tuple[Path, dict]):
     result = open_page(out, {
         "images": "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])",
         "tables": """Array.from(document.querySelectorAll('h3[id^="table-"]')).map(h => {
-            const t = h.nextElementSibling; return [h.textContent, t.tBodies[0].rows.length, t.getBoundingClientRect().height];
+            const t = h.nextElementSibling.querySelector("table");
+            return [h.textContent, t.tBodies[0].rows.length, t.getBoundingClientRect().height];
         })""",
         "text": "document.body.innerText",
     }, ready="document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)",

@@ -24,6 +24,7 @@ import base64
 import csv
 import html
 import io
+import json
 import math
 import os
 from collections import defaultdict
@@ -45,6 +46,7 @@ from diffpose.report.tables import dataset_name, model_label
 from diffpose.sweep import Cell, cells
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FIRST_TABLE = "per_joint"  # the paper's Table 1 layout leads the page when the tables stage writes it
 # BGR colours of the frame overlays
 PRED_COLOUR = (0, 230, 255)  # yellow
 GT_COLOUR = (60, 220, 60)  # green
@@ -113,10 +115,10 @@ def overlay_cell(params: dict[str, Any]) -> Cell:
 
 
 def read_tables(folder: Path) -> list[Table]:
-    """Every ``*.csv`` of ``folder``, sorted by name."""
+    """Every ``*.csv`` of ``folder``: the paper's main table (per_joint) first, the others by name."""
     if not folder.is_dir():
         raise DataError(f"{folder}: tables folder not found (written by `diffpose tables`)")
-    files = sorted(p for p in folder.glob("*.csv") if p.is_file())
+    files = sorted((p for p in folder.glob("*.csv") if p.is_file()), key=lambda p: (p.stem != FIRST_TABLE, p.name))
     if not files:
         raise DataError(f"{folder}: no .csv table in the tables folder")
     return [read_table(path) for path in files]
@@ -341,7 +343,8 @@ body { font: 14px/1.45 system-ui, sans-serif; color: #222; margin: 1.5em auto; m
 h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
 h3 { margin: 1.2em 0 .3em; font-size: 1.05em; }
 table { border-collapse: collapse; margin: .3em 0 1em; font-size: 13px; }
-th, td { border: 1px solid #ddd; padding: 2px 7px; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #ddd; padding: 2px 7px; text-align: left; vertical-align: top; white-space: nowrap; }
+.wide { overflow-x: auto; } details { margin: .5em 0 1em; } summary { cursor: pointer; color: #444; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tbody tr:nth-child(even) { background: #fafafa; }
 code { font-size: 12px; } .muted { color: #666; }
@@ -392,8 +395,8 @@ def table_html(table: Table) -> str:
             else:
                 cells_html.append(f"<td>{_esc(text)}</td>")
         body.append("<tr>" + "".join(cells_html) + "</tr>")
-    return (f'<h3 id="table-{_esc(table.name)}">{_esc(table.name)}</h3>\n<table><thead><tr>{head}</tr></thead>'
-            f"<tbody>\n" + "\n".join(body) + "\n</tbody></table>")
+    return (f'<h3 id="table-{_esc(table.name)}">{_esc(table.name)}</h3>\n<div class="wide"><table><thead><tr>{head}'
+            f"</tr></thead><tbody>\n" + "\n".join(body) + "\n</tbody></table></div>")
 
 
 def figure_html(figure: Figure, alt: str) -> str:
@@ -401,11 +404,21 @@ def figure_html(figure: Figure, alt: str) -> str:
             f"<figcaption>{_esc(figure.caption)}</figcaption></figure>")
 
 
+def _summary_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return _short(repr(value))
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def summary_html(summary: dict[str, Any]) -> str:
+    """summary.json folded away (it is long: the README's figures); numbers shortened as in the tables."""
     if not summary:
         return ""
-    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in summary.items())
-    return f"<h2>Summary</h2>\n<table>{rows}</table>"
+    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(_summary_value(v))}</td></tr>" for k, v in summary.items())
+    return (f"<details><summary>summary.json: {len(summary)} values</summary>\n"
+            f'<div class="wide"><table>{rows}</table></div></details>')
 
 
 def cell_html(cell: Cell, label: str, record: dict[str, Any]) -> str:
@@ -431,7 +444,7 @@ def render_page(*, title: str, intro: str, summary: dict[str, Any], tables: list
                 cell: Cell, label: str, record: dict[str, Any], sequences: list[tuple[str, list[Figure]]]) -> str:
     parts = ['<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">', f"<title>{_esc(title)}</title>",
              f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{_esc(title)}</h1>\n<p class=\"muted\">{intro}</p>",
-             summary_html(summary), "<h2>Tables</h2>", *map(table_html, tables), "<h2>Plots</h2>"]
+             "<h2>Tables</h2>", *map(table_html, tables), summary_html(summary), "<h2>Plots</h2>"]
     parts += [figure_html(f, f"plot {f.caption}") for f in plots] or ['<p class="muted">No plot.</p>']
     parts += ["<h2>Predictions on val frames</h2>", cell_html(cell, label, record), LEGEND]
     for name, figures in sequences:
