@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     except DiffposeError as err:
         print(f"diffpose {name}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `diffpose ... | head`: the reader left; nothing to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would raise again
+        return 0
     except OSError as err:  # an output (or input) path the system refuses: name it, no traceback
         print(f"diffpose {name}: error: {_describe(err)}", file=sys.stderr)
         return 2
