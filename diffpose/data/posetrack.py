@@ -6,8 +6,13 @@ Two on-disk formats exist, both one JSON file per video sequence:
   ``nframes``, ``is_labeled``, ``ignore_regions_x``/``ignore_regions_y``: one list of x and one of
   y coordinates per polygon), ``annotations`` (``image_id``, ``track_id``, ``bbox`` and
   ``bbox_head`` as x, y, w, h, 17 COCO-order ``keypoints`` as x, y, v triplets, per-joint
-  ``scores``), ``categories``. PoseTrack21 adds fields (``person_id``, occlusion flags, ...): any
-  extra field is allowed and kept.
+  ``scores``), ``categories``. PoseTrack21 adds fields: on frames ``image_id`` (the same number as
+  ``id``) and ``has_labeled_person`` (a person box on the frame, with or without keypoints, while
+  ``is_labeled`` means annotated keypoints), on people ``person_id`` (an identity across videos,
+  beside the per-video ``track_id``), and *box-only* people: a ``bbox`` (and head box) with all 17
+  keypoints (0, 0, 0), also on frames that are not ``is_labeled``. Every extra field is allowed and
+  kept. A frame without ``id`` takes its ``image_id`` (else its ``frame_id``); a person without
+  ``track_id`` takes its ``person_id``; ids are never renumbered.
 * **PoseTrack17** (``annolist``): one entry per frame with ``image[0].name``, ``annorect`` (people:
   ``track_id``, head box ``x1, y1, x2, y2``, ``annopoints[0].point`` = list of ``{id, x, y,
   is_visible, score}`` with the 15 PoseTrack joint ids) and ``ignore_regions`` (``point`` lists).
@@ -169,7 +174,8 @@ def _check_kind(kind: str) -> None:
 
 
 _OPTIONAL_IMAGE_KEYS = frozenset(
-    ("frame_id", "nframes", "is_labeled", "vid_id", "ignore_regions_x", "ignore_regions_y", "width", "height")
+    ("frame_id", "image_id", "nframes", "is_labeled", "has_labeled_person", "vid_id", "ignore_regions_x",
+     "ignore_regions_y", "width", "height")
 )
 
 
@@ -185,11 +191,12 @@ def _validate_image(source: Any, i: int, im: Any, kind: str) -> None:
         raise DataError(f"{where}: 'id' must be an integer, got {_describe(im.get('id'))}")
     if not isinstance(im.get("file_name"), str) or not im["file_name"]:
         raise DataError(f"{where}: 'file_name' must be a non-empty string, got {_describe(im.get('file_name'))}")
-    for key in ("frame_id", "nframes"):
+    for key in ("frame_id", "image_id", "nframes"):
         if key in im and not _is_int(im[key]):
             raise DataError(f"{where}: '{key}' must be an integer, got {_describe(im[key])}")
-    if "is_labeled" in im and not isinstance(im["is_labeled"], (bool, int)):
-        raise DataError(f"{where}: 'is_labeled' must be a boolean, got {_describe(im['is_labeled'])}")
+    for key in ("is_labeled", "has_labeled_person"):
+        if key in im and not isinstance(im[key], (bool, int)):
+            raise DataError(f"{where}: '{key}' must be a boolean, got {_describe(im[key])}")
     if "vid_id" in im and not isinstance(im["vid_id"], (str, int)):
         raise DataError(f"{where}: 'vid_id' must be a string, got {_describe(im['vid_id'])}")
     for key in ("width", "height"):
@@ -250,7 +257,8 @@ def _images_valid(images: list) -> bool:
     names = [im.get("file_name") for im in images]
     if not (_types_within(ids, {int}) and len(set(ids)) == len(ids) and _types_within(names, {str}) and all(names)):
         return False
-    for key, types in (("frame_id", {int}), ("nframes", {int}), ("is_labeled", {bool, int}), ("vid_id", {str, int})):
+    for key, types in (("frame_id", {int}), ("image_id", {int}), ("nframes", {int}), ("is_labeled", {bool, int}),
+                       ("has_labeled_person", {bool, int}), ("vid_id", {str, int})):
         if not _types_within([im[key] for im in images if key in im], types):
             return False
     for key in ("width", "height"):
@@ -279,6 +287,8 @@ def _annotations_valid(anns: list, frame_ids: set) -> bool:
     if not _types_within([a.get("track_id") for a in anns], {int}):
         return False
     if not _types_within([a["id"] for a in anns if "id" in a], {int}):
+        return False
+    if not _types_within([a["person_id"] for a in anns if "person_id" in a], {int}):
         return False
     for key in ("bbox", "bbox_head"):
         boxes = [a[key] for a in anns if key in a]
@@ -388,6 +398,7 @@ def _validate_annotation(source: Any, i: int, a: dict, frames: dict, kind: str) 
         and image_id in frames
         and type(track_id) is int
         and ("id" not in a or type(a["id"]) is int)
+        and ("person_id" not in a or type(a["person_id"]) is int)
         and ("bbox" not in a or _box_ok(a["bbox"]))
         and ("bbox_head" not in a or _box_ok(a["bbox_head"]))
         and isinstance(scores, list)
@@ -405,8 +416,9 @@ def _validate_annotation(source: Any, i: int, a: dict, frames: dict, kind: str) 
             f"{where}: 'track_id' must be an integer, got {_describe(track_id)}"
             + (" (the official evaluator requires it on predictions)" if kind == "pred" else "")
         )
-    if "id" in a and not _is_int(a["id"]):
-        raise DataError(f"{where}: 'id' must be an integer, got {_describe(a['id'])}")
+    for key in ("id", "person_id"):
+        if key in a and not _is_int(a[key]):
+            raise DataError(f"{where}: '{key}' must be an integer, got {_describe(a[key])}")
     for key in ("bbox", "bbox_head"):
         if key in a and not _finite_numbers(a[key], 4):
             raise DataError(f"{where}: '{key}' must be 4 finite numbers [x, y, w, h], got {_describe(a[key])}")
@@ -424,6 +436,39 @@ def _validate_annotation(source: Any, i: int, a: dict, frames: dict, kind: str) 
 
 def _has_points18(values: list) -> bool:
     return any(not (values[k] == 0 and values[k + 1] == 0 and values[k + 2] == 0) for k in range(0, NUM_VALUES, 3))
+
+
+def has_keypoints(ann: dict) -> bool:
+    """The person has at least one annotated keypoint (one not (0, 0, 0), poseval's rule); False
+    for a PoseTrack21 box-only person (a box, all keypoints zero)."""
+    values = ann.get("keypoints")
+    return isinstance(values, list) and len(values) == NUM_VALUES and _has_points18(values)
+
+
+def unlabelled_frame_ids(obj: dict) -> set[int]:
+    """Ids of the frames whose ``is_labeled`` flag is false (frames without the flag are not in
+    it). PoseTrack21 puts box-only people on such frames: no pose is expected there."""
+    return {im["id"] for im in obj["images"] if "is_labeled" in im and not im["is_labeled"]}
+
+
+def _fill_ids(obj: Any) -> None:
+    """PoseTrack21 spellings, in place, before validation: a frame without ``id`` takes its
+    ``image_id`` (else ``frame_id``), a person without ``track_id`` its ``person_id``. Numbers are
+    copied, never renumbered."""
+    if not isinstance(obj, dict):
+        return
+    images, anns = obj.get("images"), obj.get("annotations")
+    if isinstance(images, list) and not all(isinstance(im, dict) and "id" in im for im in images):
+        for im in images:
+            if isinstance(im, dict) and "id" not in im:
+                for key in ("image_id", "frame_id"):
+                    if key in im:
+                        im["id"] = im[key]
+                        break
+    if isinstance(anns, list) and not all(isinstance(a, dict) and "track_id" in a for a in anns):
+        for a in anns:
+            if isinstance(a, dict) and "track_id" not in a and "person_id" in a:
+                a["track_id"] = a["person_id"]
 
 
 def validate_posetrack17(obj: Any, source: Any = "<data>", *, kind: str = "gt") -> None:
@@ -530,6 +575,9 @@ def posetrack18_to_17(obj: dict) -> dict:
     The 17 keypoints become the 15 PoseTrack joints (ears dropped; absent = (0, 0, 0) skipped),
     ``bbox_head`` [x, y, w, h] becomes ``x1, y1, x2, y2``, ignore regions become ``point`` lists,
     per-joint ``scores`` become each point's ``score`` and the person ``score`` is kept when truthy.
+    ``is_labeled`` is the frame's flag (whether it has people, as poseval writes it, when the frame
+    has none). PoseTrack17 has no field for ``person_id`` or a person's body box: a box-only
+    person becomes a person without points.
     """
     by_image = _annotations_by_image(obj)
     annolist = []
@@ -542,7 +590,7 @@ def posetrack18_to_17(obj: dict) -> dict:
             ]
         people = by_image.get(im["id"], [])
         entry["annorect"] = [_person18_to_17(a) for a in people]
-        entry["is_labeled"] = [1 if people else 0]
+        entry["is_labeled"] = [1 if im.get("is_labeled", bool(people)) else 0]
         annolist.append(entry)
     return {"annolist": annolist}
 
@@ -574,14 +622,20 @@ def _person18_to_17(a: dict) -> dict:
 _SEQ_DIGITS = re.compile(r"^(\d+)")
 
 
+_SEQ_TYPES = {"mpii": 1, "bonn": 2, "mpiinew": 3}  # poseval's posetrack18_fname2id
+
+
 def _image_id17(file_name: str, index: int) -> int:
-    """PoseTrack18-style image id ``1VVVVVVFFFF`` (video number, frame number) when the path allows
-    it (the official mapping for the common sequences), else ``index``."""
+    """PoseTrack18 image id ``TVVVVVVFFFF`` as poseval's ``posetrack18_fname2id`` derives it from
+    the path: T the source (1 mpii, 2 bonn, 3 mpiinew; 1 for another name), V the video number, F
+    the frame number of the file name (``000012.jpg``, PoseTrack17's ``00000012.jpg`` or
+    ``00000012_x.jpg``); ``index`` when the path has no such numbers."""
     seq = os.path.basename(os.path.dirname(file_name))
     frame = os.path.basename(file_name).split(".")[0].split("_")[0]
     m = _SEQ_DIGITS.match(seq)
     if m and frame.isdigit() and int(frame) < 10000 and int(m.group(1)) < 1000000:
-        return int(f"1{int(m.group(1)):06d}{int(frame):04d}")
+        source = _SEQ_TYPES.get(seq.split("_")[1] if "_" in seq else "", 1)
+        return source * 10**10 + int(m.group(1)) * 10**4 + int(frame)
     return index
 
 
@@ -714,6 +768,8 @@ def _fast_json(path: Path) -> Any:
 
 def _checked_sequence(obj: Any, path: Path, kind: str) -> dict:
     fmt = detect_format(obj, path)
+    if fmt == "18":
+        _fill_ids(obj)
     if fmt == "17":
         validate_posetrack17(obj, path, kind=kind)
         obj = posetrack17_to_18(obj)

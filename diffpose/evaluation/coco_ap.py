@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from diffpose.data import keypoints as kp
-from diffpose.evaluation.posetrack_map import SequencePair, evaluated_frames
+from diffpose.evaluation.posetrack_map import SequencePair, evaluated_frames, same_image_ids
 
 COCO_KEYS = ("coco_AP", "coco_AP50", "coco_AP75", "coco_AP_M", "coco_AP_L",
              "coco_AR", "coco_AR50", "coco_AR75", "coco_AR_M", "coco_AR_L")
@@ -50,6 +50,7 @@ def build_coco(pairs: list[SequencePair], subset: str = "all") -> tuple[dict, li
     images, gts, dets = [], [], []
     for pair in pairs:
         positions = evaluated_frames(pair.gt, subset)
+        by_id = same_image_ids(pair.gt, pair.pred)  # else paired by position
         gt_ids, pred_ids = {}, {}
         for p in positions:
             image_id = len(images) + 1
@@ -57,7 +58,7 @@ def build_coco(pairs: list[SequencePair], subset: str = "all") -> tuple[dict, li
             images.append({"id": image_id, "file_name": im["file_name"],
                            "width": im.get("width", 0), "height": im.get("height", 0)})
             gt_ids[im["id"]] = image_id
-            pred_ids[pair.pred["images"][p]["id"]] = image_id
+            pred_ids[im["id"] if by_id else pair.pred["images"][p]["id"]] = image_id
         for a in pair.gt.get("annotations", []):
             if a["image_id"] not in gt_ids:
                 continue

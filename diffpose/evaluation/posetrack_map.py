@@ -30,6 +30,16 @@ Algorithm (poseval's, see ../shared/docs/posetrack-eval.md):
    Ankl = mean of left and right (NaN if either is NaN, as poseval); Total = NaN-skipping mean of
    the 15 joint APs.
 
+**Protocols** (``protocol=``). ``"poseval"`` (default) is the algorithm above, what the official
+evaluator does on any PoseTrack18/21 file and what the paper family reports on PoseTrack21 too.
+``"posetrack21"`` is the PoseTrack21 kit's pose mAP (``PosemAP``): the evaluated frames are the GT
+frames whose ``is_labeled`` is true (a frame without the flag: one with a person annotation), and a
+keypoint, GT or predicted, is present only where x > 0 and y > 0 (its third value is ignored);
+a joint with no GT but with predictions scores AP 0 instead of NaN (the kit divides by max(nGT,
+1)). Everything else (ignore regions, head size, assignment, AP, table) is shared. Frames of a
+prediction file are paired with the GT frames by image id when the file holds exactly the GT's
+image ids (then their order does not matter), else by position.
+
 **Tie rule.** poseval sorts detections with numpy's unstable ``argsort`` and then reverses the
 order, so equal scores that mix true and false positives give an order that depends on the numpy
 build. Here detections are concatenated in poseval's order (sequences by sorted file name, frames
@@ -68,6 +78,7 @@ HEAD_SIZE_FACTOR = 0.6
 MIN_SCORE = MISSING_SCORE  # poseval's joint score when a prediction has none
 TABLE_COLUMNS: tuple[str, ...] = (*kp.TABLE_GROUPS, "Total")
 SUBSETS = ("all", "degraded")
+PROTOCOLS = ("poseval", "posetrack21")
 _PT15 = kp.POSETRACK15_TO_COCO17
 _PT15_VALUES = (3 * _PT15[:, None] + np.arange(3)).ravel()  # their x, y, v among the 51 numbers
 _GROUP_INDEX = {g: [kp.POSETRACK15_NAMES.index(n) for n in names] for g, names in kp.TABLE_GROUPS.items()}
@@ -182,7 +193,11 @@ def _check_frames(gt_path: Path, gt: dict, pred_path: Path, pred: dict) -> None:
             f"{pred_path}: {n_pred} frames but the ground truth {gt_path} has {n_gt}: {detail} (frames are "
             f"paired by position; write every frame of the sequence, in order)"
         )
-    for i, (a, b) in enumerate(zip(gt["images"], pred["images"])):
+    pred_images = pred["images"]
+    if same_image_ids(gt, pred):  # paired by id: compare each frame with the GT frame of its id
+        by_id = {im["id"]: im for im in pred_images}
+        pred_images = [by_id[im["id"]] for im in gt["images"]]
+    for i, (a, b) in enumerate(zip(gt["images"], pred_images)):
         if a["file_name"] != b["file_name"] and os.path.basename(a["file_name"]) != os.path.basename(b["file_name"]):
             LOG.warning(
                 "%s: frame #%d is %s but the ground-truth frame at that position is %s (frames are paired by "
@@ -191,21 +206,34 @@ def _check_frames(gt_path: Path, gt: dict, pred_path: Path, pred: dict) -> None:
             break
 
 
-def evaluated_frames(gt: dict, subset: str = "all") -> list[int]:
-    """Positions of the frames that count: GT frames with at least one person annotation.
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
 
-    ``subset="degraded"`` keeps only the frames where at least one GT person carries
+
+def evaluated_frames(gt: dict, subset: str = "all", protocol: str = "poseval") -> list[int]:
+    """Positions of the frames that count.
+
+    ``protocol="poseval"``: GT frames with at least one person annotation (a box-only person
+    counts: poseval keeps its frame, where any prediction is then a false positive).
+    ``"posetrack21"``: GT frames whose ``is_labeled`` is true (without the flag: as poseval).
+    ``subset="degraded"`` keeps only those where at least one GT person carries
     ``"degraded": true`` (the synthetic benchmark's flag); every person of such a frame, degraded
     or not, is evaluated, so the subset is an ordinary PoseTrack evaluation on fewer frames.
     """
     if subset not in SUBSETS:
         raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
+    _check_protocol(protocol)
     anns = gt.get("annotations", [])
-    if subset == "all":
-        wanted = {a["image_id"] for a in anns}
+    with_people = {a["image_id"] for a in anns}
+    if protocol == "poseval":
+        frames = [i for i, im in enumerate(gt["images"]) if im["id"] in with_people]
     else:
-        wanted = {a["image_id"] for a in anns if a.get("degraded") is True}
-    return [i for i, im in enumerate(gt["images"]) if im["id"] in wanted]
+        frames = [i for i, im in enumerate(gt["images"]) if im.get("is_labeled", im["id"] in with_people)]
+    if subset == "degraded":
+        degraded = {a["image_id"] for a in anns if a.get("degraded") is True}
+        frames = [i for i in frames if gt["images"][i]["id"] in degraded]
+    return frames
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,14 +279,16 @@ class EvalData:
     gt: People
     pred: People
     polygons: Polygons
+    protocol: str = "poseval"
 
 
 _NO_BOX = (math.nan,) * 4  # a GT person without points needs no head box
 
 
-def _people(anns: list[dict], frame: list[int], *, is_gt: bool) -> People:
+def _people(anns: list[dict], frame: list[int], *, is_gt: bool, protocol: str = "poseval") -> People:
     """The people of one sequence from their annotations (in file order) and evaluated-frame
-    indices, ordered by frame, then file order."""
+    indices, ordered by frame, then file order. A keypoint is present unless it is (0, 0, 0)
+    (``protocol="poseval"``) or where x > 0 and y > 0 (``"posetrack21"``)."""
     n = len(anns)
     if n == 0:
         return People(
@@ -271,7 +301,10 @@ def _people(anns: list[dict], frame: list[int], *, is_gt: bool) -> People:
     values = chain.from_iterable([a["keypoints"] for a in anns])  # validated: 51 numbers each
     kps = np.fromiter(values, np.float64, n * kp.NUM_KEYPOINTS * 3).reshape(n, kp.NUM_KEYPOINTS * 3)
     kps = kps[order][:, _PT15_VALUES].reshape(n, J, 3)
-    has = ~((kps[..., 0] == 0) & (kps[..., 1] == 0) & (kps[..., 2] == 0))
+    if protocol == "posetrack21":
+        has = (kps[..., 0] > 0) & (kps[..., 1] > 0)
+    else:
+        has = ~((kps[..., 0] == 0) & (kps[..., 1] == 0) & (kps[..., 2] == 0))
     head = score = None
     if is_gt:
         values = chain.from_iterable([a.get("bbox_head", _NO_BOX) for a in anns])
@@ -290,10 +323,11 @@ def _people(anns: list[dict], frame: list[int], *, is_gt: bool) -> People:
     return People(frames[order], np.ascontiguousarray(kps[..., :2]), has, head, score)
 
 
-def prepare(pairs: Iterable[SequencePair], subset: str = "all") -> EvalData:
+def prepare(pairs: Iterable[SequencePair], subset: str = "all", protocol: str = "poseval") -> EvalData:
     """Flatten the evaluated frames of all sequences into arrays (sequences in the given order).
 
     ``pairs`` may be :func:`iter_pairs`: only each sequence's arrays are kept."""
+    _check_protocol(protocol)
     names: list[str] = []
     parts: list[EvalData] = []
     n_frames = 0
@@ -301,7 +335,7 @@ def prepare(pairs: Iterable[SequencePair], subset: str = "all") -> EvalData:
     with _gc_paused():  # covers the parsing too when pairs come from iter_pairs
         for s, pair in enumerate(pairs):
             names.append(pair.name)
-            parts.append(_sequence_data(pair.gt, pair.pred, s, n_frames, subset))
+            parts.append(_sequence_data(pair.gt, pair.pred, s, n_frames, subset, protocol))
             n_frames += len(parts[-1].frame_seq)
             gt = parts[-1].gt
             if not (gt.head[gt.has.any(axis=1)] > 0).all():  # NaN: no head box, only on people without points
@@ -315,7 +349,7 @@ def prepare(pairs: Iterable[SequencePair], subset: str = "all") -> EvalData:
         )
     if not parts:
         nothing = {"images": [], "annotations": []}
-        parts.append(_sequence_data(nothing, nothing, 0, 0, subset))
+        parts.append(_sequence_data(nothing, nothing, 0, 0, subset, protocol))
     counts = np.concatenate([p.polygons.count for p in parts])
     polygons = Polygons(
         np.concatenate([p.polygons.frame for p in parts]),
@@ -330,18 +364,22 @@ def prepare(pairs: Iterable[SequencePair], subset: str = "all") -> EvalData:
         _concat_people([p.gt for p in parts]),
         _concat_people([p.pred for p in parts]),
         polygons,
+        protocol,
     )
 
 
-def _sequence_data(gt: dict, pred: dict, s: int, offset: int, subset: str) -> EvalData:
+def _sequence_data(gt: dict, pred: dict, s: int, offset: int, subset: str, protocol: str = "poseval") -> EvalData:
     """The arrays of sequence number ``s``, its evaluated frames numbered from ``offset`` on
     (``names`` is left empty)."""
-    positions = evaluated_frames(gt, subset)
+    positions = evaluated_frames(gt, subset, protocol)
+    gt_index = {gt["images"][p]["id"]: offset + f for f, p in enumerate(positions)}
     people = []
     for obj, is_gt in ((gt, True), (pred, False)):
-        index = {obj["images"][p]["id"]: offset + f for f, p in enumerate(positions)}
+        index = gt_index
+        if not is_gt and not same_image_ids(gt, pred):  # pair by position
+            index = {obj["images"][p]["id"]: offset + f for f, p in enumerate(positions)}
         kept = [a for a in obj.get("annotations", []) if a["image_id"] in index]
-        people.append(_people(kept, [index[a["image_id"]] for a in kept], is_gt=is_gt))
+        people.append(_people(kept, [index[a["image_id"]] for a in kept], is_gt=is_gt, protocol=protocol))
     poly_frame: list[int] = []
     poly_x: list[list] = []
     poly_y: list[list] = []
@@ -361,7 +399,15 @@ def _sequence_data(gt: dict, pred: dict, s: int, offset: int, subset: str) -> Ev
         np.fromiter(chain.from_iterable(poly_x), np.float64, n_vertices),
         np.fromiter(chain.from_iterable(poly_y), np.float64, n_vertices),
     )
-    return EvalData([], np.full(len(positions), s, np.int64), people[0], people[1], polygons)
+    return EvalData([], np.full(len(positions), s, np.int64), people[0], people[1], polygons, protocol)
+
+
+def same_image_ids(gt: dict, pred: dict) -> bool:
+    """The prediction file holds exactly the GT's image ids (ids are unique within a file):
+    its frames pair with the GT's by id, in any order; otherwise by position."""
+    gt_ids = [im["id"] for im in gt["images"]]
+    pred_ids = [im["id"] for im in pred["images"]]
+    return gt_ids == pred_ids or set(gt_ids) == set(pred_ids)
 
 
 def _concat_people(parts: list[People]) -> People:
@@ -513,7 +559,7 @@ def apply_ignore_regions(data: EvalData) -> EvalData:
         has.reshape(-1)[points[hit]] = False
         kept = People(people.frame, people.xy, has, people.head, people.score)
         out.append(kept.take(np.flatnonzero(has.any(axis=1))))
-    return EvalData(data.names, data.frame_seq, out[0], out[1], data.polygons)
+    return EvalData(data.names, data.frame_seq, out[0], out[1], data.polygons, data.protocol)
 
 
 # --------------------------------------------------------------------------------------------
@@ -584,14 +630,17 @@ def _descending(scores: np.ndarray) -> np.ndarray:
     return order
 
 
-def voc_ap(scores: np.ndarray, labels: np.ndarray, n_gt: float) -> tuple[float, float, float]:
+def voc_ap(scores: np.ndarray, labels: np.ndarray, n_gt: float, *, no_gt_nan: bool = True) -> tuple[float, float, float]:
     """(AP, precision at the last detection, recall at the last detection), all x100.
 
     Detections are ranked by descending score, stable (earlier first on ties). No detections:
-    (0, 0, 0); n_gt == 0 with detections: NaN AP and recall, as poseval.
+    (0, 0, 0); n_gt == 0 with detections: NaN AP and recall, as poseval, or with
+    ``no_gt_nan=False`` recall over max(n_gt, 1), so AP 0 (the PoseTrack21 kit).
     """
     if len(scores) == 0:
         return 0.0, 0.0, 0.0
+    if n_gt == 0 and not no_gt_nan:
+        n_gt = 1.0
     order = _descending(scores)
     tp = np.cumsum(labels[order], dtype=np.float64)
     precision = tp / np.arange(1, len(tp) + 1)
@@ -627,7 +676,7 @@ class PoseTrackResult:
         return {**self.table(), "per_joint": dict(zip(kp.POSETRACK15_NAMES, map(float, self.ap)))}
 
 
-def average_precision(det: Detections, frames: np.ndarray | None = None) -> PoseTrackResult:
+def average_precision(det: Detections, frames: np.ndarray | None = None, protocol: str = "poseval") -> PoseTrackResult:
     """Per-joint AP over the given frame mask (all frames when None)."""
     ap, pre, rec = np.zeros(J), np.zeros(J), np.zeros(J)
     kept = np.arange(len(det.joint)) if frames is None else np.flatnonzero(frames[det.frame])
@@ -636,7 +685,7 @@ def average_precision(det: Detections, frames: np.ndarray | None = None) -> Pose
     bounds = np.searchsorted(det.joint[by_joint], np.arange(J + 1))
     for j in range(J):
         sel = by_joint[bounds[j] : bounds[j + 1]]
-        ap[j], pre[j], rec[j] = voc_ap(det.score[sel], det.label[sel], float(n_gt[j]))
+        ap[j], pre[j], rec[j] = voc_ap(det.score[sel], det.label[sel], float(n_gt[j]), no_gt_nan=protocol == "poseval")
     return PoseTrackResult(ap, pre, rec)
 
 
@@ -644,19 +693,20 @@ def evaluate_data(data: EvalData, *, per_sequence: bool = False) -> PoseTrackRes
     """Run steps 2-7 on prepared arrays."""
     clean = apply_ignore_regions(data)
     det = assign(clean.gt, clean.pred, len(data.frame_seq))
-    result = average_precision(det)
+    result = average_precision(det, protocol=data.protocol)
     if per_sequence:
         for s, name in enumerate(data.names):
-            result.per_sequence[name] = average_precision(det, data.frame_seq == s)
+            result.per_sequence[name] = average_precision(det, data.frame_seq == s, data.protocol)
     return result
 
 
-def evaluate_pairs(pairs: Iterable[SequencePair], *, subset: str = "all", per_sequence: bool = False) -> PoseTrackResult:
-    return evaluate_data(prepare(pairs, subset), per_sequence=per_sequence)
+def evaluate_pairs(pairs: Iterable[SequencePair], *, subset: str = "all", per_sequence: bool = False,
+                   protocol: str = "poseval") -> PoseTrackResult:
+    return evaluate_data(prepare(pairs, subset, protocol), per_sequence=per_sequence)
 
 
 def evaluate_folders(
-    gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, subset: str = "all"
+    gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, subset: str = "all", protocol: str = "poseval"
 ) -> dict[str, Any]:
     """PoseTrack mAP of the predictions in ``pred_dir`` against the GT in ``gt_dir``.
 
@@ -664,4 +714,4 @@ def evaluate_folders(
     "per_joint": {POSETRACK15_NAMES[j]: percent}}`` (NaN where poseval gives NaN; see
     :func:`diffpose.evaluation.tables.write_metrics` for the JSON writer).
     """
-    return evaluate_pairs(iter_pairs(gt_dir, pred_dir), subset=subset).metrics()
+    return evaluate_pairs(iter_pairs(gt_dir, pred_dir), subset=subset, protocol=protocol).metrics()

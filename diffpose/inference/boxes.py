@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from diffpose.data.clips import Sample, Sequence, person_samples
+from diffpose.data.posetrack import has_keypoints, unlabelled_frame_ids
 from diffpose.errors import DataError
 from diffpose.io import read_json
 
@@ -16,8 +17,19 @@ log = logging.getLogger(__name__)
 
 
 def gt_samples(sequences: list[tuple[Sequence, dict]]) -> list[Sample]:
-    """One sample per annotated person with a box (or labelled keypoints to derive one), score 1."""
-    return person_samples(sequences, labelled_only=False)
+    """One sample per annotated person with a box (or labelled keypoints to derive one), score 1.
+
+    Only people a pose is expected for: a PoseTrack21 box-only person (a box, every keypoint
+    (0, 0, 0)) and every person on a frame whose ``is_labeled`` is false get none. A pose written
+    for them would be a false positive under poseval, which evaluates every frame with a person
+    annotation, box-only ones included.
+    """
+    wanted = []
+    for seq, obj in sequences:
+        unlabelled = unlabelled_frame_ids(obj)
+        people = [a for a in obj.get("annotations", []) if a["image_id"] not in unlabelled and has_keypoints(a)]
+        wanted.append((seq, {**obj, "annotations": people}))
+    return person_samples(wanted, labelled_only=False)
 
 
 def detection_samples(path: str | os.PathLike, sequences: list[tuple[Sequence, dict]], *,

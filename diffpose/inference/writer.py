@@ -1,8 +1,11 @@
 """PoseTrack18 prediction files: one per sequence, every frame listed (poseval needs equal frame
 counts), people as ``keypoints`` (x, y, score) x 17 plus ``scores``, ``bbox`` and ``score``.
 
-``track_id`` is the person's index within its frame (0, 1, ...): the pose-estimation mAP ignores
-it, but the evaluator requires it on every prediction. Real tracking is a separate step.
+Frames carry the GT's image ids unchanged (``Sequence.image_ids``), so the evaluators pair them
+with the GT frames by id. ``track_id`` is the person's index within its frame (0, 1, ...), unique
+in the frame: the pose-estimation mAP ignores it, but the evaluator requires it on every
+prediction (and the PoseTrack21 kit requires it unique per frame). Real tracking is a separate
+step.
 """
 
 from __future__ import annotations

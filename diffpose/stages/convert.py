@@ -1,8 +1,11 @@
 """``diffpose convert --to {17,18} SRC DST``: convert sequence files between PoseTrack formats.
 
-SRC is a file or a folder of ``*.json`` files (either format, auto-detected and validated);
+SRC is a file or a folder of ``*.json`` files (either format, auto-detected and validated;
+PoseTrack21 files are PoseTrack18 files with more fields, which ``--to 18`` keeps);
 DST is the output file, or a folder that receives files of the same names. Outputs are written
-atomically.
+atomically. Image ids are never renumbered; PoseTrack17 files get poseval's ids from their frame
+paths. ``--to 17`` keeps each frame's ``is_labeled`` flag but has no field for ``person_id`` or a
+person's body box (a PoseTrack21 box-only person becomes a person without points).
 """
 
 from __future__ import annotations
