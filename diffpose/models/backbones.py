@@ -3,9 +3,18 @@
 * ``ViT``: the ViTPose layout (Xu et al., *ViTPose*, NeurIPS 2022): a 16x16 patch embedding with
   padding 2, an absolute position embedding with a class-token slot that is *added* to every patch
   (there is no class token), pre-LN blocks, a final LayerNorm. ``load_vitpose_weights`` reads a
-  local ViTPose/mmpose checkpoint (keys ``backbone.patch_embed.proj.weight``, ``backbone.pos_embed``,
-  ``backbone.blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``backbone.last_norm``)
-  and interpolates the position embedding when the token grid differs.
+  local checkpoint in any of three key layouts (see :func:`vitpose_backbone_state`):
+
+  - the official ViTPose repository (mmpose 0.x): ``backbone.patch_embed.proj``,
+    ``backbone.pos_embed`` (with the class slot), ``backbone.blocks.N.{norm1,attn.qkv,attn.proj,
+    norm2,mlp.fc1,mlp.fc2}``, ``backbone.last_norm``;
+  - mmpose 1.x (mmpretrain's ``VisionTransformer``): ``backbone.patch_embed.projection``,
+    ``backbone.pos_embed`` (no class slot), ``backbone.layers.N.{ln1,attn.qkv,attn.proj,ln2,
+    ffn.layers.0.0,ffn.layers.1}``, ``backbone.ln1``;
+  - a bare ViT such as an MAE checkpoint (timm names, final ``norm``), the usual ViTPose start;
+
+  and resizes the position embedding when the token grid differs, and zero-pads a smaller patch
+  kernel (MAE ViT-H is /14) to 16x16 as ViTPose does.
 * ``ConvBackbone``: a small CNN for the CPU demo, one stride-2 stage per width.
 """
 
@@ -13,7 +22,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -46,7 +56,9 @@ class ViT(nn.Module):
         self.out_channels = dim
         self.patch_embed = PatchEmbed(dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1, dim))
-        rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
+        # stochastic depth rising linearly to drop_path over the blocks (ViTPose); computed on the CPU so
+        # that the model can be built on the meta device (size counts without allocating ViT-H)
+        rates = torch.linspace(0, drop_path, depth, device="cpu").tolist() if depth else []
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, drop_path=r) for r in rates)
         self.last_norm = nn.LayerNorm(dim, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -116,16 +128,42 @@ def _unwrap(obj: object) -> Mapping[str, torch.Tensor]:
 
 _NOT_BACKBONE = ("head.", "keypoint_head.", "fc_norm.", "decoder")
 
+# mmpose 1.x / mmpretrain VisionTransformer names -> this ViT's (ViTPose's); anything else passes
+# through unchanged, so a part this ViT lacks (pre_norm, layer-scale gammas) is named in the error
+_MMPRETRAIN_NAMES = (
+    (re.compile(r"^patch_embed\.projection\."), "patch_embed.proj."),
+    (re.compile(r"^layers\.(\d+)\.ln1\."), r"blocks.\1.norm1."),
+    (re.compile(r"^layers\.(\d+)\.ln2\."), r"blocks.\1.norm2."),
+    (re.compile(r"^layers\.(\d+)\.attn\.(qkv|proj)\."), r"blocks.\1.attn.\2."),
+    (re.compile(r"^layers\.(\d+)\.ffn\.layers\.0\.0\."), r"blocks.\1.mlp.fc1."),
+    (re.compile(r"^layers\.(\d+)\.ffn\.layers\.1\."), r"blocks.\1.mlp.fc2."),
+    (re.compile(r"^ln1\."), "last_norm."),
+)
+
+
+def checkpoint_layout(keys: Iterable[str]) -> str:
+    """``vitpose`` (official repository), ``mmpretrain`` (mmpose 1.x) or ``bare`` (MAE/timm ViT),
+    from the key names (a ``module.``/``backbone.`` prefix allowed)."""
+    names = [k[len("module."):] if k.startswith("module.") else k for k in keys]
+    backbone = [k[len("backbone."):] for k in names if k.startswith("backbone.")]
+    if any(k.startswith(("layers.", "patch_embed.projection.")) for k in backbone or names):
+        return "mmpretrain"
+    return "vitpose" if backbone else "bare"
+
 
 def vitpose_backbone_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keep the backbone entries of a ViTPose checkpoint, without the ``backbone.`` prefix.
+    """The backbone entries of a ViT checkpoint under this ViT's names, for any of the layouts of
+    the module docstring.
 
-    A state dict without any ``backbone.`` key is read as a bare ViT, e.g. an MAE checkpoint (the
-    usual ViTPose initialisation): its final ``norm.*`` becomes ``last_norm.*``, and the class token,
-    mask token, MAE decoder and classification head are dropped. A DataParallel ``module.`` prefix is
-    removed first; the keypoint head (``keypoint_head.*``) is dropped.
+    A DataParallel ``module.`` prefix is removed first. With ``backbone.`` keys only those are
+    kept (the keypoint head, ``keypoint_head.*`` or ``head.*``, is dropped). A bare ViT's final
+    ``norm.*`` becomes ``last_norm.*``; class token, mask token, MAE decoder and classification head
+    are dropped. mmpretrain names are mapped; its ViT (``with_cls_token=False``, as in mmpose 1.x's
+    ViTPose configs) adds no class slot to the patches, so the slot becomes zero (an added zero
+    changes nothing) or, for a position embedding without one, a zero slot is put in front.
     """
     stripped = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    layout = checkpoint_layout(stripped)
     has_prefix = any(k.startswith("backbone.") for k in stripped)
     out = {}
     for key, value in stripped.items():
@@ -137,8 +175,30 @@ def vitpose_backbone_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch
             key = "last_" + key
         if key in ("cls_token", "mask_token") or key.startswith(_NOT_BACKBONE):
             continue
+        if layout == "mmpretrain":
+            for pattern, replacement in _MMPRETRAIN_NAMES:
+                key = pattern.sub(replacement, key)
         out[key] = value
+    if layout == "mmpretrain" and "pos_embed" in out:
+        has_slot = any(k.split(".")[-1] == "cls_token" for k in stripped)
+        out["pos_embed"] = _zero_class_slot(out["pos_embed"], has_slot=has_slot)
     return out
+
+
+def _zero_class_slot(pos_embed: torch.Tensor, *, has_slot: bool) -> torch.Tensor:
+    """``[1, (1 +) N, C]`` -> ``[1, 1 + N, C]`` whose class slot is zero."""
+    patches = pos_embed[:, 1:] if has_slot else pos_embed
+    return torch.cat([torch.zeros_like(patches[:, :1]), patches], dim=1)
+
+
+def pad_patch_kernel(weight: torch.Tensor, size: int) -> torch.Tensor:
+    """A ``[C, 3, k, k]`` patch-embedding kernel zero-padded (centred) to ``size`` x ``size``, as
+    ViTPose starts a /16 ViT from the /14 MAE ViT-H."""
+    k = weight.shape[-1]
+    if k >= size:
+        return weight
+    before = (size - k) // 2
+    return F.pad(weight, (before, size - k - before, before, size - k - before))
 
 
 def interpolate_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -182,6 +242,9 @@ def load_vitpose_weights(vit: ViT, source: str | os.PathLike | Mapping[str, torc
         raise DataError(f"{name}: not a ViTPose checkpoint ({err})") from None
     if "pos_embed" in state:
         state["pos_embed"] = interpolate_pos_embed(state["pos_embed"], vit.grid)
+    kernel = state.get("patch_embed.proj.weight")
+    if isinstance(kernel, torch.Tensor) and kernel.ndim == 4 and kernel.shape[-1] == kernel.shape[-2]:
+        state["patch_embed.proj.weight"] = pad_patch_kernel(kernel, vit.patch_embed.proj.kernel_size[0])
     mismatch = state_dict_mismatch(vit.state_dict(), state)
     if mismatch:
         raise DataError(f"{name}: ViTPose weights do not fit this ViT ({mismatch})")
