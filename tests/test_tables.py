@@ -117,6 +117,17 @@ def test_the_dataset_column_follows_params_dataset() -> None:
     assert tables.dataset_name(fake.params(dataset={"name": "synthetic"})) == "synthetic (demo)"
 
 
+def test_every_table_names_the_evaluation_protocol(tmp_path: Path) -> None:
+    params = fake.params(evaluate={"metric": "both", "protocol": "posetrack21"})
+    fake.make_results(tmp_path, params)
+    built = tables.build_tables(tables.aggregate(tables.read_cells(params, tmp_path)), params)
+    for name, table in built.items():
+        own = table[table["source"] == tables.THIS_RUN] if name == "per_joint" else table
+        assert set(own["protocol"]) == {"posetrack21"}, name
+    paper = built["per_joint"][built["per_joint"]["source"] == tables.PAPER_SOURCE]
+    assert set(paper["protocol"]) == {"poseval"}
+
+
 def test_ablation_tables_compare_what_they_say(one_seed: Path) -> None:
     steps = _table(one_seed, "steps")
     assert sorted(set(steps["steps"])) == [1, 2, 4] and sorted(set(steps["ensemble"])) == [1, 4]
@@ -124,7 +135,8 @@ def test_ablation_tables_compare_what_they_say(one_seed: Path) -> None:
     assert len(steps) == 3 * 2 * 2
     assert _row(steps, steps=4, ensemble=4, frames="degraded")["Total"] == pytest.approx(40 + 4 + 2 - 2 - 3)
     ensemble = _table(one_seed, "ensemble")
-    assert list(ensemble.columns[:5]) == ["model", "frames", "flip_test", "steps", "ensemble"]
+    assert list(ensemble.columns[:7]) == ["dataset", "protocol", "model", "frames", "flip_test", "steps", "ensemble"]
+    assert set(ensemble["protocol"]) == {"poseval"} and set(ensemble["dataset"]) == {"synthetic (demo)"}
     assert list(ensemble["ensemble"][:2]) == [1, 4]  # K varies fastest
     flip = _table(one_seed, "flip")
     on = _row(flip, model="diffpose", frames="all", flip_test=True)

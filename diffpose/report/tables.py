@@ -304,14 +304,26 @@ def baseline_table(agg: pd.DataFrame, models: list[str], baseline: str | None) -
 def build_tables(agg: pd.DataFrame, params: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """Every table of TABLES from the seed-aggregated cells."""
     models = list(params["models"])
-    return {
-        "per_joint": per_joint_table(agg, models, dataset_name(params)),
+    dataset = dataset_name(params)
+    tables = {
+        "per_joint": per_joint_table(agg, models, dataset),
         "steps": sweep_table(agg, models, "steps"),
         "ensemble": sweep_table(agg, models, "ensemble"),
         "boxes": boxes_table(agg, models),
         "flip": flip_table(agg, models, params["infer"]),
         "baseline": baseline_table(agg, models, baseline_model(params["models"])),
     }
+    # every table names its data and the PoseTrack mAP's rules (params evaluate.protocol); the
+    # paper's rows are poseval's, as the DCPose family reports them
+    protocol = (params.get("evaluate") or {}).get("protocol", "poseval")
+    for name, table in tables.items():
+        if name == "per_joint":
+            table.insert(2, "protocol", table["source"].map(lambda source: "poseval" if source == PAPER_SOURCE
+                                                              else protocol))
+        else:
+            table.insert(0, "protocol", protocol)
+            table.insert(0, "dataset", dataset)
+    return tables
 
 
 # -- formats ------------------------------------------------------------------------------------
