@@ -51,6 +51,8 @@ OUTPUTS: dict[str, dict[str, str]] = {
     "tables": {"out": "dir", "plots": "dir"},
     "report": {"out": "file"},
     "compare": {"csv": "file"},
+    "download": {"dest": "dir", "record": "file"},
+    "register": {"out": "file"},
 }
 
 
