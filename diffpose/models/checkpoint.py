@@ -25,8 +25,12 @@ VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike, model: PoseModel, *, params: dict | None = None,
-                    extra: dict | None = None) -> None:
-    """Write ``path`` atomically (a killed process never leaves a partial file under that name)."""
+                    extra: dict | None = None, previous: str | os.PathLike | None = None) -> None:
+    """Write ``path`` atomically (a killed process never leaves a partial file under that name).
+
+    With ``previous``, the file ``path`` held so far becomes ``previous`` once the new one is
+    complete (the two renames follow each other), so the last two versions are kept and at every
+    moment at least one whole file exists under one of the two names."""
     module = getattr(model, "module", model)  # a DDP wrapper holds the model in .module
     payload = {
         "format": FORMAT,
@@ -39,6 +43,8 @@ def save_checkpoint(path: str | os.PathLike, model: PoseModel, *, params: dict |
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+        if previous is not None and Path(path).exists():
+            os.replace(path, previous)
 
 
 def read_payload(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

@@ -2,12 +2,17 @@
 
 ``torchrun --nproc_per_node=N diffpose train ...`` sets RANK, WORLD_SIZE and LOCAL_RANK; without
 them training runs in one process. Backend: NCCL when each process has a GPU, gloo on the CPU.
+
+Decisions that depend on files (resume or start over, the resume state itself) are taken by
+rank 0 and sent to the others with :func:`broadcast_object` and :func:`broadcast_state`, so every
+process follows the same path even when the processes do not see the same disk.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -69,3 +74,83 @@ def all_reduce_sum(ctx: DistContext, values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def broadcast_object(ctx: DistContext, obj: Any) -> Any:
+    """Rank 0's picklable ``obj`` on every process (``obj`` of the other ranks is ignored)."""
+    if not ctx.distributed:
+        return obj
+    box = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0, device=ctx.device if ctx.device.type == "cuda" else None)
+    return box[0]
+
+
+def gather_objects(ctx: DistContext, obj: Any) -> list[Any] | None:
+    """Every process's picklable ``obj``, in rank order, on rank 0; None on the others."""
+    if not ctx.distributed:
+        return [obj]
+    out: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where a tensor was in a broadcast structure: its index, shape and dtype."""
+
+    index: int
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+def _strip(obj: Any, tensors: list[torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        tensors.append(obj)
+        return _Slot(len(tensors) - 1, tuple(obj.shape), obj.dtype)
+    if isinstance(obj, dict):
+        return {k: _strip(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_strip(v, tensors) for v in obj)
+    return obj
+
+
+def _fill(obj: Any, tensors: list[torch.Tensor]) -> Any:
+    if isinstance(obj, _Slot):
+        return tensors[obj.index]
+    if isinstance(obj, dict):
+        return {k: _fill(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_fill(v, tensors) for v in obj)
+    return obj
+
+
+def broadcast_state(ctx: DistContext, state: Any) -> Any:
+    """Rank 0's nested dicts/lists of tensors and plain values (a state dict, an optimizer state)
+    on every process, as CPU tensors. The layout goes as one pickled object, then every tensor
+    by itself through the backend (through the GPU under NCCL, one tensor at a time)."""
+    if not ctx.distributed:
+        return state
+    tensors: list[torch.Tensor] = []
+    layout = broadcast_object(ctx, _strip(state, tensors) if ctx.is_main else None)
+    slots: list[_Slot] = []
+    _collect(layout, slots)
+    received: list[torch.Tensor] = [torch.empty(0)] * len(slots)
+    for slot in sorted(slots, key=lambda s: s.index):
+        if ctx.is_main:
+            buf = tensors[slot.index].detach().to(ctx.device).contiguous()
+        else:
+            buf = torch.empty(slot.shape, dtype=slot.dtype, device=ctx.device)
+        dist.broadcast(buf, src=0)
+        received[slot.index] = tensors[slot.index] if ctx.is_main else buf.cpu()
+    return _fill(layout, received)
+
+
+def _collect(obj: Any, slots: list[_Slot]) -> None:
+    if isinstance(obj, _Slot):
+        slots.append(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _collect(v, slots)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _collect(v, slots)
