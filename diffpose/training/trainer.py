@@ -9,8 +9,16 @@ params continues after the last finished epoch and ends with the weights an unin
 gives (bit for bit on the CPU). A checkpoint written with other settings is not resumed from: its
 fingerprint (model, train and data params, data version) differs and training starts over.
 
-Outputs in ``out_dir``: ``last.pt`` (every epoch), ``model.pt`` (final), ``metrics.json``,
-``mlflow_run_id.txt``. Only rank 0 writes.
+Under torchrun, rank 0 alone decides whether to resume and sends its state to the other processes
+(:mod:`diffpose.training.resume`); BatchNorm layers become SyncBatchNorm on GPUs.
+
+Outputs in ``out_dir``: ``last.pt`` (every epoch; the one before is kept as ``last.prev.pt``),
+``model.pt`` (final), ``best.pt`` (with validation: the weights of the best Total mAP so far),
+``metrics.json``, ``history.json``, ``mlflow_run_id.txt``. Only rank 0 writes.
+
+The optimizer recipe (layer-wise learning-rate decay, weight-decay exemptions) and the AMP dtype
+are in :mod:`diffpose.training.optim`; validation during training in
+:mod:`diffpose.training.validation`.
 """
 
 from __future__ import annotations
@@ -36,7 +44,10 @@ from diffpose.errors import ConfigError, DiffposeError
 from diffpose.io import write_json
 from diffpose.progress import progress_bar
 from diffpose.training import distributed as dist_util
+from diffpose.training.optim import AMP_DTYPES, autocast_dtype, make_optimizer, make_scaler, set_lr
+from diffpose.training.resume import LAST, PREVIOUS, ResumePoint, resume
 from diffpose.training.schedule import SCHEDULES, lr_at
+from diffpose.training.validation import ValidationConfig, Validator
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +78,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads per process; 0 = torch's default
     channels_last: bool = True  # NHWC conv weights/activations (CPU demo: ~1.1-1.15x clips/s; tensor cores on GPUs)
+    amp_dtype: str = "auto"  # auto (bf16 where the GPU has it natively, else fp16 + GradScaler) | bf16 | fp16
+    layer_decay: float = 1.0  # layer-wise lr decay over the ViT backbone's blocks; 1 = off (one lr)
+    no_decay_norm_bias: bool = False  # no weight decay on norms, biases and position embeddings
+    val_every: int = 0  # validate every N epochs and after the last (needs val annotations); 0 = off
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -78,6 +93,12 @@ class TrainConfig:
             raise ConfigError(f"train.optimizer: expected one of {OPTIMIZERS}, got {cfg.optimizer!r}")
         if cfg.schedule not in SCHEDULES:
             raise ConfigError(f"train.schedule: expected one of {SCHEDULES}, got {cfg.schedule!r}")
+        if cfg.amp_dtype not in AMP_DTYPES:
+            raise ConfigError(f"train.amp_dtype: expected one of {AMP_DTYPES}, got {cfg.amp_dtype!r}")
+        if not 0.0 < cfg.layer_decay <= 1.0:
+            raise ConfigError(f"train.layer_decay: expected a number in (0, 1], got {cfg.layer_decay!r}")
+        if cfg.val_every < 0:
+            raise ConfigError(f"train.val_every: expected 0 (off) or a number of epochs, got {cfg.val_every!r}")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,8 +107,9 @@ class TrainConfig:
         return d
 
 
-# Settings that change where the computation runs but not its result: not in the fingerprint.
-_NOT_FINGERPRINTED = {"device", "threads", "workers", "cache_mb", "channels_last"}
+# Settings that change where the computation runs but not its result, and validation (it reads the
+# weights, never changes them): not in the fingerprint.
+_NOT_FINGERPRINTED = {"device", "threads", "workers", "cache_mb", "channels_last", "val_every"}
 
 
 # Source that determines the trained weights, relative to the package: an edit here (the same
@@ -151,13 +173,6 @@ class _LossModule(nn.Module):
         return self.model.loss(frames, target, weight)
 
 
-@dataclass
-class _State:
-    start_epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    resumed: bool = False
-
-
 def build_training_data(model_cfg: Any, data_cfg: clips.DataConfig, annotations: str, image_root: str,
                         seed: int) -> tuple[clips.ClipDataset, str]:
     """The training clip dataset (GT boxes, augmentation, codec targets) and its data version."""
@@ -178,33 +193,44 @@ def build_training_data(model_cfg: Any, data_cfg: clips.DataConfig, annotations:
     return dataset, data_version([s.source for s, _ in seqs])
 
 
-def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+def _validator(train_cfg: TrainConfig, model_cfg: Any, data_cfg: clips.DataConfig, ctx: dist_util.DistContext, *,
+               annotations: str | None, images: str, settings: dict[str, Any] | None) -> Validator | None:
+    """The validator of ``train.val_every`` on ``annotations`` (None when validation is off)."""
+    if train_cfg.val_every == 0:
+        if annotations and ctx.is_main:
+            print(f"diffpose train: {annotations} is not used: train.val_every is 0 (validation off)",
+                  file=sys.stderr)
+        return None
+    if not annotations:
+        raise ConfigError(f"train.val_every is {train_cfg.val_every} but no val annotations were given "
+                          "(diffpose train --val-annotations DIR)")
+    cfg = ValidationConfig.from_infer(settings, annotations=annotations, images=images, every=train_cfg.val_every,
+                                      workers=data_cfg.workers)
+    return Validator(cfg, model_cfg, box_enlarge=data_cfg.box_enlarge, frame_stride=data_cfg.frame_stride,
+                     cache_mb=data_cfg.cache_mb, ctx=ctx)
 
 
-def _try_resume(last: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
-                fp: str, device: torch.device) -> _State:
-    from diffpose.models.checkpoint import load_checkpoint
+def pretrained_backbone_warning(model_cfg: Any, name: str) -> str | None:
+    """One line when a ViT backbone starts from random weights (the paper's starts from ViTPose)."""
+    if getattr(model_cfg, "backbone", None) != "vit" or model_cfg.vit_pretrained:
+        return None
+    return (f"WARNING: '{name}' trains its ViT-{model_cfg.vit_size} backbone from random weights "
+            f"(vit_pretrained is empty): the paper's starts from ViTPose-{model_cfg.vit_size} weights, without "
+            "them expect far lower mAP (docs/paper-recipe.md)")
 
-    if not last.exists():
-        return _State()
-    try:
-        loaded, payload = load_checkpoint(last, map_location=device)
-    except Exception as err:  # noqa: BLE001 - an unreadable resume point is not fatal: start over
-        print(f"diffpose train: warning: cannot resume from {last} ({type(err).__name__}: {err}); starting over",
-              file=sys.stderr)
-        return _State()
-    extra = payload.get("extra") or {}
-    if extra.get("fingerprint") != fp:
-        print(f"diffpose train: {last} was written with other params, data or code; starting over", file=sys.stderr)
-        return _State()
-    model.load_state_dict(loaded.state_dict())
-    optimizer.load_state_dict(extra["optimizer"])
-    if extra.get("scaler"):
-        scaler.load_state_dict(extra["scaler"])
-    history = [dict(h) for h in extra.get("history", [])]
-    return _State(start_epoch=int(extra["epoch"]) + 1, history=history, resumed=True)
+
+def _prepare_model(build: Callable[[Any], nn.Module], model_cfg: Any, train_cfg: TrainConfig,
+                   ctx: dist_util.DistContext) -> nn.Module:
+    """The model of ``model_cfg`` on this process's device, initialised from ``train_cfg.seed``."""
+    seed_everything(train_cfg.seed)
+    model = build(model_cfg).to(ctx.device)
+    if ctx.distributed and ctx.device.type == "cuda":
+        # per-GPU batches are small at paper scale (8 GPUs share the global batch): BN statistics
+        # over the global batch; gloo (CPU) has no SyncBatchNorm, and the CPU demo runs one process
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if train_cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # 4-D conv weights only
+    return model
 
 
 def train(
@@ -219,11 +245,17 @@ def train(
     params: dict[str, Any] | None = None,
     progress: bool = True,
     build: Callable[[Any], nn.Module] | None = None,
+    val_annotations: str | None = None,
+    val_images: str | None = None,
+    val_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one model and return its metrics (see the module docstring for the files written).
 
     ``model_cfg`` is a ``ModelConfig``; ``build`` (default ``diffpose.models.factory.build_model``)
-    makes the model from it. ``params`` are recorded in MLflow and in the checkpoints.
+    makes the model from it. ``params`` are recorded in MLflow and in the checkpoints. With
+    ``train_cfg.val_every`` > 0, ``val_annotations`` (a folder of val sequence files, frames under
+    ``val_images``, default ``image_root``) is scored every that many epochs with the sampler
+    settings ``val_settings`` (a params ``infer`` section; default one step, K=1, flip test).
     """
     from diffpose.models.checkpoint import save_checkpoint
     from diffpose.tracking import stage_run
@@ -248,15 +280,21 @@ def train(
         loader, sampler = clips.make_loader(
             dataset, batch_size=per_rank_batch, shuffle=True, seed=train_cfg.seed, workers=data_cfg.workers,
             rank=ctx.rank, world_size=ctx.world_size, drop_last=True, device=ctx.device)
+        validator = _validator(train_cfg, model_cfg, data_cfg, ctx, annotations=val_annotations,
+                               images=val_images or image_root, settings=val_settings)
 
-        seed_everything(train_cfg.seed)
-        model = build(model_cfg).to(ctx.device)
-        if train_cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)  # 4-D conv weights only
-        optimizer = _make_optimizer(model, train_cfg)
-        use_amp = train_cfg.amp and ctx.device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        state = _try_resume(out / "last.pt", model, optimizer, scaler, fp, ctx.device)
+        warning = pretrained_backbone_warning(model_cfg, name)
+        if warning and ctx.is_main:
+            print(f"diffpose train: {warning}", file=sys.stderr)
+        model = _prepare_model(build, model_cfg, train_cfg, ctx)
+        optimizer = make_optimizer(model, optimizer=train_cfg.optimizer, lr=train_cfg.lr,
+                                   weight_decay=train_cfg.weight_decay, layer_decay=train_cfg.layer_decay,
+                                   no_decay_norm_bias=train_cfg.no_decay_norm_bias)
+        amp = autocast_dtype(train_cfg.amp, train_cfg.amp_dtype, ctx.device)
+        scaler = make_scaler(amp)
+        state = resume(ctx, out, fp, model, optimizer, scaler)
+        if validator is not None and not state.resumed and ctx.is_main and (out / "best.pt").exists():
+            (out / "best.pt").unlink()  # an earlier run's: this run validates and writes its own
         dist_util.barrier(ctx)
         wrapped: nn.Module = _LossModule(model)
         if ctx.distributed:
@@ -268,7 +306,12 @@ def train(
         record.setdefault("train", train_cfg.to_dict())
         record.setdefault("data", data_cfg.to_dict())
         tags = {"model": name, "data_version": version, "world_size": str(ctx.world_size),
-                "resumed_from_epoch": str(state.start_epoch) if state.resumed else "none"}
+                "resumed_from_epoch": str(state.start_epoch) if state.resumed else "none",
+                "precision": str(amp).replace("torch.", "") if amp is not None else "fp32"}
+        if getattr(model_cfg, "backbone", None) == "vit":
+            tags["vit_pretrained"] = model_cfg.vit_pretrained or "none (random init)"
+        if warning:
+            tags["warning"] = warning
         total_steps = train_cfg.epochs * steps_per_epoch
         schedule = dict(
             base_lr=train_cfg.lr, total_steps=total_steps,
@@ -281,29 +324,39 @@ def train(
                 if tracker.run_id:
                     (out / "mlflow_run_id.txt").write_text(tracker.run_id + "\n")
                 if state.resumed:
-                    print(f"diffpose train: resuming {name} from {out / 'last.pt'} after epoch {state.start_epoch}",
+                    print(f"diffpose train: resuming {name} from {state.source} after epoch {state.start_epoch}",
                           file=sys.stderr)
             started = time.perf_counter()
             clips_seen = 0
+            last_val: dict[str, Any] | None = None
             # one bar (or timed line with an ETA) over every remaining step of the run
             bar = progress_bar(total_steps, f"train {name}", "batch", enabled=progress and ctx.is_main,
                                initial=state.start_epoch * steps_per_epoch)
             for epoch in range(state.start_epoch, train_cfg.epochs):
                 metrics = _run_epoch(
                     epoch=epoch, ctx=ctx, wrapped=wrapped, model=model, loader=loader, sampler=sampler,
-                    optimizer=optimizer, scaler=scaler, use_amp=use_amp, cfg=train_cfg, schedule=schedule,
-                    steps_per_epoch=steps_per_epoch, name=name, bar=bar, last=out / "last.pt")
+                    optimizer=optimizer, scaler=scaler, amp=amp, cfg=train_cfg, schedule=schedule,
+                    steps_per_epoch=steps_per_epoch, name=name, bar=bar, last=out / LAST)
                 clips_seen += metrics["clips"]
-                state.history.append({"epoch": epoch + 1, **metrics})
+                entry: dict[str, float] = {"epoch": epoch + 1, **metrics}
+                state.history.append(entry)
+                val = None
+                if validator is not None and validator.cfg.due(epoch + 1, train_cfg.epochs):
+                    val = validator(model, autocast=amp, progress=progress,
+                                    desc=f"validate {name} epoch {epoch + 1}")
                 if ctx.is_main:
-                    save_checkpoint(out / "last.pt", model, params=record, extra={
-                        "epoch": epoch, "global_step": (epoch + 1) * steps_per_epoch,
-                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if use_amp else {},
-                        "fingerprint": fp, "history": state.history, "model_name": name,
-                        "data_version": version})
+                    common = {"fingerprint": fp, "model_name": name, "data_version": version}
+                    if val is not None:
+                        last_val = val
+                        _keep_best(val, epoch + 1, state, entry, out, model, record, tracker,
+                                   {**common, "epoch": epoch, "history": state.history})
+                    save_checkpoint(out / LAST, model, params=record, previous=out / PREVIOUS, extra={
+                        **common, "epoch": epoch, "global_step": (epoch + 1) * steps_per_epoch,
+                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                        "history": state.history, "best": state.best})
                     tracker.log_metrics({k: v for k, v in metrics.items() if k != "clips"}, step=epoch + 1)
                     bar.write(f"diffpose train: {name} epoch {epoch + 1}/{train_cfg.epochs} "  # loss, lr, speed
-                              + " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+                              + " ".join(f"{k} {v:.4g}" for k, v in entry.items() if isinstance(v, float)))
                 dist_util.barrier(ctx)
             bar.close()
             seconds = time.perf_counter() - started
@@ -323,6 +376,11 @@ def train(
                 "data_version": version,
                 "mlflow_run_id": tracker.run_id,
             }
+            if validator is not None:
+                result.update({"val_annotations": str(val_annotations),
+                               "val_mAP": last_val["Total"] if last_val else float("nan"),
+                               "best_epoch": state.best["epoch"] if state.best else None,
+                               "best_val_mAP": state.best["Total"] if state.best else float("nan")})
             if ctx.is_main:
                 save_checkpoint(out / "model.pt", model, params=record, extra={
                     "epoch": train_cfg.epochs - 1, "fingerprint": fp, "history": state.history,
@@ -332,11 +390,32 @@ def train(
                                                   if not (isinstance(v, float) and not math.isfinite(v))}, indent=2)
                 tracker.log_metrics({"final_loss": result["final_loss"],
                                      "clips_per_second": result["clips_per_second"]})
+                if state.best:
+                    tracker.log_metrics({"best_val_mAP": state.best["Total"]})
+                    tracker.set_tags({"best_epoch": str(state.best["epoch"])})
                 tracker.log_artifact(out / "model.pt")
             dist_util.barrier(ctx)
         return result
     finally:
         dist_util.teardown(ctx)
+
+
+def _keep_best(val: dict[str, Any], epoch: int, state: ResumePoint, entry: dict[str, float], out: Path,
+               model: nn.Module, record: dict[str, Any], tracker: Any, extra: dict[str, Any]) -> None:
+    """Log a validation (rank 0) and write ``best.pt`` (atomically) when its Total mAP is the best
+    so far. ``epoch`` is 1-based; a NaN Total (no GT joint) is logged and never best."""
+    from diffpose.evaluation.posetrack_map import TABLE_COLUMNS
+    from diffpose.models.checkpoint import save_checkpoint
+
+    table = {k: float(val[k]) for k in TABLE_COLUMNS}
+    tracker.log_metrics({f"val_{k}" if k != "Total" else "val_mAP": v for k, v in table.items()}, step=epoch)
+    total = table["Total"]
+    if not math.isfinite(total):
+        return
+    entry["val_mAP"] = total
+    if state.best is None or total > state.best["Total"]:
+        state.best = {"epoch": epoch, "Total": total}
+        save_checkpoint(out / "best.pt", model, params=record, extra={**extra, "val": table, "best": state.best})
 
 
 def _ranks_in_sync(ctx: dist_util.DistContext, model: nn.Module) -> bool:
@@ -358,7 +437,7 @@ def _ranks_in_sync(ctx: dist_util.DistContext, model: nn.Module) -> bool:
 
 
 def _run_epoch(*, epoch: int, ctx: dist_util.DistContext, wrapped: nn.Module, model: nn.Module, loader, sampler,
-               optimizer: torch.optim.Optimizer, scaler: Any, use_amp: bool, cfg: TrainConfig,
+               optimizer: torch.optim.Optimizer, scaler: Any, amp: torch.dtype | None, cfg: TrainConfig,
                schedule: dict, steps_per_epoch: int, name: str, bar: Any, last: Path) -> dict[str, float]:
     seed_everything(cfg.seed, epoch, ctx.rank)
     sampler.set_epoch(epoch)
@@ -370,12 +449,11 @@ def _run_epoch(*, epoch: int, ctx: dist_util.DistContext, wrapped: nn.Module, mo
     for step, batch in enumerate(loader):
         global_step = epoch * steps_per_epoch + step
         lr = lr_at(global_step, **schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)  # times each group's lr_scale (layer-wise decay)
         frames = batch["frames"].to(ctx.device, non_blocking=True).float().div_(255.0)
         target = batch["target"].to(ctx.device, non_blocking=True)
         weight = batch["target_weight"].to(ctx.device, non_blocking=True)
-        with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device_type=ctx.device.type, dtype=amp or torch.float16, enabled=amp is not None):
             loss = wrapped(frames, target, weight)
         value = loss.detach().float()
         bad = dist_util.all_reduce_sum(ctx, (~torch.isfinite(value)).float().reshape(1).to(ctx.device))

@@ -1,0 +1,117 @@
+"""Validation during training: the PoseTrack mAP of the current weights on a val split.
+
+Every ``train.val_every`` epochs (and after the last one) the model predicts every GT-boxed person
+of the val annotations, exactly as ``diffpose infer --boxes gt`` does (same crops, codec, flip
+test and sampler settings, through :func:`diffpose.inference.predictor.predict_dataset`), and the
+predictions are scored in-process by :mod:`diffpose.evaluation.posetrack_map` (the poseval
+algorithm). Under torchrun each process predicts its share of the people (person i goes to rank
+i mod world size) and rank 0 gathers, writes and scores them. The trainer keeps ``best.pt`` by
+the Total mAP (see :mod:`diffpose.training.trainer`).
+
+The number picks a checkpoint; the number to report is the infer + evaluate stages' on the
+checkpoint picked. On a GPU with AMP on, validation runs under the training's autocast dtype.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffpose.errors import ConfigError
+from diffpose.training import distributed as dist_util
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Where and how to validate. ``every``: epochs between validations (0 = never); the sampler
+    settings default to params.yaml's main inference setting."""
+
+    annotations: str
+    images: str
+    every: int
+    steps: int = 1
+    ensemble: int = 1
+    flip_test: bool = True
+    ddim_eta: float = 1.0
+    ensemble_combine: str = "mean_heatmap"
+    seed: int = 0
+    batch_size: int = 32
+    workers: int = 0
+
+    @classmethod
+    def from_infer(cls, infer: dict[str, Any] | None, *, annotations: str, images: str, every: int,
+                   workers: int = 0) -> "ValidationConfig":
+        """The sampler settings of a params ``infer`` section (keys it lacks keep the defaults)."""
+        keys = ("steps", "ensemble", "flip_test", "ddim_eta", "ensemble_combine", "seed", "batch_size")
+        picked = {k: (infer or {})[k] for k in keys if k in (infer or {})}
+        return cls(annotations=annotations, images=images, every=every, workers=workers, **picked)
+
+    def due(self, epoch: int, epochs: int) -> bool:
+        """Validate after (1-based) ``epoch``: every ``every`` epochs and after the last one."""
+        return self.every > 0 and (epoch % self.every == 0 or epoch == epochs)
+
+
+class Validator:
+    """Built once before training (a wrong folder fails in seconds, not after the first epoch)."""
+
+    def __init__(self, cfg: ValidationConfig, model_cfg: Any, *, box_enlarge: float, frame_stride: int,
+                 cache_mb: float, ctx: dist_util.DistContext) -> None:
+        from diffpose.data.clips import ClipDataset, load_sequences
+        from diffpose.data.codec import HeatmapCodec
+        from diffpose.inference.boxes import gt_samples
+
+        if not Path(cfg.annotations).is_dir():
+            raise ConfigError(f"--val-annotations {cfg.annotations}: expected a folder of val sequence files "
+                              "(the evaluator pairs each with its predictions by file name)")
+        self.cfg, self.ctx = cfg, ctx
+        sequences = load_sequences(cfg.annotations)
+        self.sequences = [s for s, _ in sequences]
+        self.samples = gt_samples(sequences)
+        self.mine = list(range(ctx.rank, len(self.samples), ctx.world_size))
+        self.dataset = ClipDataset(self.sequences, [self.samples[i] for i in self.mine], cfg.images,
+                                   input_size=tuple(model_cfg.input_size), num_frames=model_cfg.num_frames,
+                                   frame_stride=frame_stride, box_enlarge=box_enlarge, cache_mb=cache_mb)
+        self.codec = HeatmapCodec(input_size=tuple(model_cfg.input_size),
+                                  heatmap_size=tuple(model_cfg.heatmap_size), sigma=model_cfg.sigma)
+
+    def __call__(self, model: torch.nn.Module, *, autocast: torch.dtype | None = None,
+                 progress: bool = False, desc: str = "validate") -> dict[str, Any] | None:
+        """PoseTrack mAP (``Head`` ... ``Total``, ``per_joint``) on rank 0, None on the others."""
+        from diffpose.inference.predictor import model_device, predict_dataset
+
+        cfg = self.cfg
+        device = model_device(model)
+        precision = (torch.autocast(device_type=device.type, dtype=autocast) if autocast is not None
+                     else contextlib.nullcontext())
+        was_training = model.training
+        try:
+            with precision:
+                preds = predict_dataset(model, self.dataset, self.codec, batch_size=cfg.batch_size, steps=cfg.steps,
+                                        ensemble=cfg.ensemble, seed=cfg.seed + self.ctx.rank, workers=cfg.workers,
+                                        progress=progress and self.ctx.is_main, desc=desc, flip_test=cfg.flip_test,
+                                        eta=cfg.ddim_eta, combine_rule=cfg.ensemble_combine)
+        finally:
+            model.train(was_training)
+        parts = dist_util.gather_objects(self.ctx, (self.mine, preds.keypoints, preds.scores))
+        if parts is None:
+            return None
+        return self._score(parts)
+
+    def _score(self, parts: list[tuple[list[int], np.ndarray, np.ndarray]]) -> dict[str, Any]:
+        from diffpose.evaluation.posetrack_map import evaluate_folders
+        from diffpose.inference.writer import write_predictions
+
+        n = len(self.samples)
+        j = next((k.shape[1] for _, k, _ in parts if len(k)), 17)
+        keypoints, scores = np.zeros((n, j, 2)), np.zeros((n, j))
+        for index, kpts, sc in parts:
+            keypoints[index], scores[index] = kpts, sc
+        with tempfile.TemporaryDirectory(prefix="diffpose-val-") as tmp:
+            write_predictions(tmp, self.sequences, self.samples, keypoints, scores)
+            return evaluate_folders(self.cfg.annotations, tmp)
