@@ -76,6 +76,14 @@ def all_reduce_sum(ctx: DistContext, values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def broadcast_buffers(ctx: DistContext, module: torch.nn.Module) -> None:
+    """Rank 0's buffers on every process. DDP broadcasts them before each forward, and each process
+    then updates its BatchNorm statistics from its own batch: after a step they differ again."""
+    if ctx.distributed:
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)
+
+
 def broadcast_object(ctx: DistContext, obj: Any) -> Any:
     """Rank 0's picklable ``obj`` on every process (``obj`` of the other ranks is ignored)."""
     if not ctx.distributed:

@@ -342,6 +342,7 @@ def train(
                 state.history.append(entry)
                 val = None
                 if validator is not None and validator.cfg.due(epoch + 1, train_cfg.epochs):
+                    dist_util.broadcast_buffers(ctx, model)  # every process validates rank 0's weights
                     val = validator(model, autocast=amp, progress=progress,
                                     desc=f"validate {name} epoch {epoch + 1}")
                 if ctx.is_main:
@@ -425,8 +426,7 @@ def _ranks_in_sync(ctx: dist_util.DistContext, model: nn.Module) -> bool:
     buffers (the ones saved) are broadcast first."""
     if not ctx.distributed:
         return True
-    for buf in model.buffers():
-        torch.distributed.broadcast(buf, src=0)
+    dist_util.broadcast_buffers(ctx, model)
     digest = hashlib.sha256()
     for tensor in (*model.parameters(), *model.buffers()):
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
