@@ -25,7 +25,11 @@ DAG with parallel jobs and cluster executors. Mapping rules:
   it in Snakemake just as in DVC;
 - a stage's ``meta: {cores: N}`` (DVC ignores ``meta``; ``${...}`` works in it) becomes the rule's
   ``threads``, so parallel jobs do not oversubscribe the cores (2 torch threads on a core another
-  job uses ran ~16x slower here); N = 0 means all cores, no ``meta.cores`` means 1.
+  job uses ran ~16x slower here); N = 0 means all cores, no ``meta.cores`` means 1;
+- a stage's ``meta: {resources: {name: value}}`` becomes the rule's ``resources`` (``mem_mb``,
+  ``runtime`` in minutes, ``gpu``, ``slurm_partition``...: what a cluster executor asks for), for
+  every cell of a ``foreach``/``matrix`` stage at once; a profile's ``set-resources`` (keyed by rule
+  name) still wins over it (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class RuleSpec:
     directories: frozenset[str]  # which outputs are folders
     params: str  # JSON of the tracked params values
     cores: int = 1  # cores the stage keeps busy (the rule's threads); 0 = all of them
+    resources: tuple[tuple[str, int | str], ...] = ()  # (name, value) from meta.resources
 
 
 def _rule_name(stage: str) -> str:
@@ -110,6 +115,22 @@ def _cores(stage: str, meta: object) -> int:
     return value
 
 
+def _resources(stage: str, meta: object) -> tuple[tuple[str, int | str], ...]:
+    value = meta.get("resources", {}) if isinstance(meta, dict) else {}
+    if not isinstance(value, dict):
+        raise ValueError(f"dvc.yaml: stage {stage}: meta.resources must be a mapping of name: value, "
+                         f"got {value!r}")
+    for name, amount in value.items():
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_") or name == "threads":
+            raise ValueError(f"dvc.yaml: stage {stage}: meta.resources: {name!r} is not a resource name "
+                             f"(an identifier, not threads: that is meta.cores)")
+        whole = isinstance(amount, int) and not isinstance(amount, bool)
+        if not (isinstance(amount, str) or (whole and amount >= 0)):
+            raise ValueError(f"dvc.yaml: stage {stage}: meta.resources.{name} must be a whole number >= 0 "
+                             f"or a string, got {amount!r}")
+    return tuple(sorted(value.items()))
+
+
 def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
     """Resolve dvc.yaml under ``root`` into rule specs, in DVC's stage order."""
     from dvc.dependency.param import ParamsDependency
@@ -137,15 +158,16 @@ def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
             outs = [o.def_path for o in stage.outs]
             persisted = {o.def_path for o in stage.outs if o.persist}
             cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
-            resolved.append((stage.name, cmd, deps, outs, persisted, params, _cores(stage.name, stage.meta)))
-    all_outs = [o for _, _, _, outs, _, _, _ in resolved for o in outs]
-    all_persisted = {o for _, _, _, _, persisted, _, _ in resolved for o in persisted}
+            resolved.append((stage.name, cmd, deps, outs, persisted, params,
+                             _cores(stage.name, stage.meta), _resources(stage.name, stage.meta)))
+    all_outs = [o for _, _, _, outs, *_ in resolved for o in outs]
+    all_persisted = {o for _, _, _, _, persisted, *_ in resolved for o in persisted}
 
     def target(out: str) -> str:  # what a dependant links to: the output, or its marker
         return persist_marker(out) if out in all_persisted else out
 
     specs = []
-    for name, cmd, deps, outs, persisted, params, cores in resolved:
+    for name, cmd, deps, outs, persisted, params, cores, resources in resolved:
         inputs: list[str] = []
         for dep in deps:
             producer = next((o for o in all_outs if o == dep or _inside(dep, o)), None)
@@ -169,6 +191,7 @@ def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
                 directories=frozenset(o for o in rule_outs if _is_dir_output(o, root)),
                 params=json.dumps(params, sort_keys=True),
                 cores=cores,
+                resources=resources,
             )
         )
     return specs

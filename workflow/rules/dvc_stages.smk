@@ -19,6 +19,8 @@ for spec in DVC_RULES:
             cmd=spec.cmd,
             dvc_params=spec.params,
         threads: spec.cores or workflow.cores
+        resources:
+            **dict(spec.resources),
         log:
             f"logs/snakemake/{spec.name}.log",
         shell:
