@@ -301,7 +301,8 @@ def test_the_tiny_pipeline_runs_as_slurm_jobs_with_the_profiles_resources(tmp_pa
     specs = rules_from_dvc(root)
     assert sorted(by_rule) == sorted(spec.name for spec in specs), "rules and Slurm jobs differ"
     for spec in specs:
-        job, want = by_rule[spec.name], {**defaults, **per_rule.get(spec.name, {})}
+        # what Snakemake gives the rule: defaults < the stage's meta.resources < set-resources
+        job, want = by_rule[spec.name], {**defaults, **dict(spec.resources), **per_rule.get(spec.name, {})}
         assert (job["JobState"], job["ExitCode"]) == ("COMPLETED", "0:0"), (spec.name, job)
         assert (root / ".snakemake/slurm_logs" / f"rule_{spec.name}" / f"{job['JobId']}.log").is_file()
         assert _memory_mb(job["MinMemoryNode"]) == want["mem_mb"], spec.name

@@ -92,10 +92,11 @@ def test_the_profile_gives_every_training_rule_of_params_a_gpu_and_no_other_rule
     assert profile["executor"] == "slurm"
     assert "gpu" not in defaults and "gres" not in defaults
     for spec in specs:
-        asked = per_rule.get(spec.name, {})
+        asked = {**dict(spec.resources), **per_rule.get(spec.name, {})}  # meta.resources < set-resources
         if spec.name.startswith("train__"):
             assert asked.get("gpu", 0) >= 1, (
-                f"{spec.name} (stage {spec.stage}) gets no GPU: add it under set-resources in {PROFILE}")
+                f"{spec.name} (stage {spec.stage}) gets no GPU: give the stage meta.resources.gpu in dvc.yaml "
+                f"or the rule set-resources in {PROFILE}")
         else:
             assert not asked.get("gpu") and not asked.get("gres"), (
                 f"{spec.name} runs on CPU, the profile asks a GPU")
@@ -127,9 +128,10 @@ def test_the_profile_resources_reach_the_generated_rules(tmp_path):
     seen = _dry_run_resources(root, "--profile", str(tmp_path / "profile"))
     defaults, per_rule = profile["default-resources"], profile["set-resources"]
     seen.pop("all", None)  # the Snakefile's target rule runs nothing
-    assert set(seen) == {spec.name for spec in rules_from_dvc(root)}
+    specs = {spec.name: spec for spec in rules_from_dvc(root)}
+    assert set(seen) == set(specs)
     for rule, line in seen.items():
-        want = {**defaults, **per_rule.get(rule, {})}
+        want = {**defaults, **dict(specs[rule].resources), **per_rule.get(rule, {})}
         assert f"mem_mb={want['mem_mb']}," in line and f"runtime={want['runtime']}" in line, (rule, line)
         assert ("gpu=" in line) == bool(want.get("gpu")), (rule, line)
 
