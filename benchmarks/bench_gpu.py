@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def train_step_timer(model, optimizer, scaler, dtype, device, batch: int, grad_clip: float):
     """A function running one training step on a fixed random batch of ``batch`` clips."""
-    from diffpose.training.optim import set_lr
+    from diffpose.training.optim import optimizer_step, set_lr
 
     cfg = model.cfg
     frames = torch.rand(batch, cfg.num_frames, 3, *cfg.input_size, device=device)
@@ -45,13 +45,7 @@ def train_step_timer(model, optimizer, scaler, dtype, device, batch: int, grad_c
         set_lr(optimizer, lr)
         with torch.autocast(device_type=device.type, dtype=dtype or torch.float16, enabled=dtype is not None):
             loss = model.loss(frames, target, weight)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(loss, model, optimizer, scaler, grad_clip)
 
     return step
 

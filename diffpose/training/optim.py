@@ -111,6 +111,18 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr
 
 
+def optimizer_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler, grad_clip: float = 0.0) -> None:
+    """Backward (through the scaler), gradient clipping to ``grad_clip`` (0 = off) and one step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def _bf16_native() -> bool:
     try:
         return bool(torch.cuda.is_bf16_supported(including_emulation=False))

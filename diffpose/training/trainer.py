@@ -44,7 +44,7 @@ from diffpose.errors import ConfigError, DiffposeError
 from diffpose.io import write_json
 from diffpose.progress import progress_bar
 from diffpose.training import distributed as dist_util
-from diffpose.training.optim import AMP_DTYPES, autocast_dtype, make_optimizer, make_scaler, set_lr
+from diffpose.training.optim import AMP_DTYPES, autocast_dtype, make_optimizer, make_scaler, optimizer_step, set_lr
 from diffpose.training.resume import LAST, PREVIOUS, ResumePoint, resume
 from diffpose.training.schedule import SCHEDULES, lr_at
 from diffpose.training.validation import ValidationConfig, Validator
@@ -197,10 +197,7 @@ def _validator(train_cfg: TrainConfig, model_cfg: Any, data_cfg: clips.DataConfi
                annotations: str | None, images: str, settings: dict[str, Any] | None) -> Validator | None:
     """The validator of ``train.val_every`` on ``annotations`` (None when validation is off)."""
     if train_cfg.val_every == 0:
-        if annotations and ctx.is_main:
-            print(f"diffpose train: {annotations} is not used: train.val_every is 0 (validation off)",
-                  file=sys.stderr)
-        return None
+        return None  # val annotations given with validation off: a pipeline may always pass them
     if not annotations:
         raise ConfigError(f"train.val_every is {train_cfg.val_every} but no val annotations were given "
                           "(diffpose train --val-annotations DIR)")
@@ -462,13 +459,7 @@ def _run_epoch(*, epoch: int, ctx: dist_util.DistContext, wrapped: nn.Module, mo
             raise TrainingDiverged(
                 f"loss became {value.item()} at epoch {epoch + 1} step {step + 1} (lr {lr:.3g}); "
                 f"training of '{name}' stopped, {have}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(loss, model, optimizer, scaler, cfg.grad_clip)
         n = frames.shape[0]
         loss_sum += value.double().cpu() * n
         count += n

@@ -62,9 +62,8 @@ class Validator:
 
     def __init__(self, cfg: ValidationConfig, model_cfg: Any, *, box_enlarge: float, frame_stride: int,
                  cache_mb: float, ctx: dist_util.DistContext) -> None:
-        from diffpose.data.clips import ClipDataset, load_sequences
+        from diffpose.data.clips import ClipDataset, load_sequences, person_samples
         from diffpose.data.codec import HeatmapCodec
-        from diffpose.inference.boxes import gt_samples
 
         if not Path(cfg.annotations).is_dir():
             raise ConfigError(f"--val-annotations {cfg.annotations}: expected a folder of val sequence files "
@@ -72,7 +71,9 @@ class Validator:
         self.cfg, self.ctx = cfg, ctx
         sequences = load_sequences(cfg.annotations)
         self.sequences = [s for s, _ in sequences]
-        self.samples = gt_samples(sequences)
+        # every boxed GT person, as diffpose.inference.boxes.gt_samples (infer --boxes gt) takes them;
+        # not imported from there, which would make training depend on the detectors' code
+        self.samples = person_samples(sequences, labelled_only=False)
         self.mine = list(range(ctx.rank, len(self.samples), ctx.world_size))
         self.dataset = ClipDataset(self.sequences, [self.samples[i] for i in self.mine], cfg.images,
                                    input_size=tuple(model_cfg.input_size), num_frames=model_cfg.num_frames,
