@@ -101,7 +101,8 @@ def _table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="posetrack18", help="params profile (profiles/<name>.yaml, default posetrack18)")
+    parser.add_argument("--profile", default="posetrack18",
+                        help="params profile (profiles/<name>.yaml, default posetrack18)")
     parser.add_argument("--params", default=str(REPO / "params.yaml"), help="base params file")
     parser.add_argument("--model", default="diffpose", help="entry of the profile's models (default diffpose)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 24, 32],
@@ -121,13 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     train_cfg = TrainConfig.from_dict({k: v for k, v in params["train"].items() if k != "seeds"})
     if torch.cuda.is_available():
         device = torch.device("cuda", 0)
-        what = f"{torch.cuda.get_device_name(device)} ({torch.cuda.get_device_properties(device).total_memory / 2**30:.0f} GB)"
+        memory = torch.cuda.get_device_properties(device).total_memory / 2**30
+        what = f"{torch.cuda.get_device_name(device)} ({memory:.0f} GB)"
         model_cfg = resolve_model_config(params["models"][args.model]).replace(
             vit_pretrained="", grad_checkpoint=args.grad_checkpoint)
     else:
+        hint = "" if args.cpu_tiny else " --cpu-tiny runs the tiny preset on the CPU."
         print(f"bench_gpu: no CUDA GPU found (torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}): "
-              f"nothing to measure for the {args.profile} profile." + ("" if args.cpu_tiny else
-                                                                          " --cpu-tiny runs the tiny preset on the CPU."))
+              f"nothing to measure for the {args.profile} profile.{hint}")
         if not args.cpu_tiny:
             return 0
         device, what = torch.device("cpu"), f"CPU ({torch.get_num_threads()} threads), tiny preset"
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_gpu: {what}; profile {args.profile}, model {args.model}: {model_cfg.arch}, "
           f"{model_cfg.backbone}{'-' + model_cfg.vit_size if model_cfg.backbone == 'vit' else ''}, "
           f"{model_cfg.input_size[0]}x{model_cfg.input_size[1]}, T={model_cfg.num_frames}, "
-          f"grad_checkpoint {model_cfg.grad_checkpoint}; layer_decay {train_cfg.layer_decay}, optimizer {train_cfg.optimizer}",
+          f"grad_checkpoint {model_cfg.grad_checkpoint}; layer_decay {train_cfg.layer_decay}, "
+          f"optimizer {train_cfg.optimizer}",
           flush=True)
     rows = measure(model_cfg, train_cfg, device, args.batch_sizes, steps=args.steps, warmup=args.warmup)
     print(_table(rows))

@@ -155,8 +155,8 @@ def test_fingerprint_covers_the_recipe_but_not_validation():
     base = TrainConfig()
     fp = lambda cfg: fingerprint(TINY.to_dict(), cfg, DataConfig(), "v")  # noqa: E731
     assert fp(base) == fp(TrainConfig(val_every=3))                     # validation never changes the weights
-    for changed in (TrainConfig(layer_decay=0.9), TrainConfig(no_decay_norm_bias=True), TrainConfig(amp_dtype="fp16")):
-        assert fp(changed) != fp(base)
+    for changed in ({"layer_decay": 0.9}, {"no_decay_norm_bias": True}, {"amp_dtype": "fp16"}):
+        assert fp(TrainConfig(**changed)) != fp(base)
 
 
 # -- precision ----------------------------------------------------------------------------------------
@@ -431,7 +431,8 @@ def test_each_profile_validates_and_builds_the_paper_model_with_layer_decay_grou
     assert (aug["rotation"], aug["rotation_prob"], aug["scale"], aug["half_body_prob"], aug["flip_prob"]) == \
         (45.0, 0.6, 0.35, 0.3, 0.5)
     train_cfg = TrainConfig.from_dict({k: v for k, v in params["train"].items() if k != "seeds"})
-    assert train_cfg.layer_decay == 0.85 and train_cfg.no_decay_norm_bias and train_cfg.amp and train_cfg.val_every > 0
+    assert train_cfg.layer_decay == 0.85 and train_cfg.no_decay_norm_bias
+    assert train_cfg.amp and train_cfg.val_every > 0
     cfg = resolve_model_config(params["models"]["diffpose"])
     assert (cfg.backbone, cfg.vit_size, cfg.input_size, cfg.heatmap_size, cfg.num_frames) == \
         ("vit", "H", (256, 192), (64, 48), 3)
@@ -485,8 +486,9 @@ def test_the_posetrack18_profile_builds_the_real_paper_model():
     try:
         assert 640e6 < sum(p.numel() for p in model.parameters()) < 642e6
         train = params["train"]
-        opt = optim.make_optimizer(model, optimizer=train["optimizer"], lr=train["lr"], weight_decay=train["weight_decay"],
-                                   layer_decay=train["layer_decay"], no_decay_norm_bias=train["no_decay_norm_bias"])
+        opt = optim.make_optimizer(model, optimizer=train["optimizer"], lr=train["lr"],
+                                   weight_decay=train["weight_decay"], layer_decay=train["layer_decay"],
+                                   no_decay_norm_bias=train["no_decay_norm_bias"])
         assert len(opt.param_groups) == 68                               # 34 layers x (decay, no decay)
         assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
         optim.set_lr(opt, train["lr"])

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,10 @@ def setup(preference: str = "auto") -> DistContext:
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # rank 0 alone reads a resume point, scores a validation and writes checkpoints (7.7 GB of
+        # last.pt at paper scale) while the others wait in a collective: more than NCCL's 10 minutes
+        # on a slow disk or artifact store should not kill the run
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
     return DistContext(rank, world_size, local_rank, device)
 
 

@@ -136,14 +136,16 @@ def describe_models(params: dict[str, Any]) -> list[str]:
         if cfg.backbone == "vit":
             there = "present" if cfg.vit_pretrained and Path(cfg.vit_pretrained).is_file() else "MISSING"
             weights = f", vit_pretrained {cfg.vit_pretrained or '(none)'} [{there}]"
-        lines.append(f"{name}: {entry.get('preset', '-')} ({cfg.arch}, {backbone}, "
-                     f"{cfg.input_size[0]}x{cfg.input_size[1]}, T={cfg.num_frames}, {count / 1e6:.1f}M params{weights})")
+        size = f"{cfg.input_size[0]}x{cfg.input_size[1]}"
+        lines.append(f"{name}: {entry.get('preset', '-')} ({cfg.arch}, {backbone}, {size}, T={cfg.num_frames}, "
+                     f"{count / 1e6:.1f}M params{weights})")
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m diffpose.training.profiles",
-                                     description="check a params profile merged over params.yaml; optionally write the result")
+    parser = argparse.ArgumentParser(
+        prog="python -m diffpose.training.profiles",
+        description="check a params profile merged over params.yaml; optionally write the result")
     parser.add_argument("profile", help="profile name (profiles/<name>.yaml beside --params) or file")
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="base params file (default params.yaml)")
     parser.add_argument("--out", help="write the merged params here (a full params file for --params)")
@@ -155,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in describe_models(params):
             print(f"  {line}")
         if args.out:
-            write_params(params, args.out, header=f"{path} merged over {args.params} "
-                                                  "(python -m diffpose.training.profiles); edit the profile, not this file")
+            header = (f"{path} merged over {args.params} (python -m diffpose.training.profiles); "
+                      "edit the profile, not this file")
+            write_params(params, args.out, header=header)
             print(f"wrote {args.out}")
     except DiffposeError as err:
         print(f"profiles: error: {err}", file=sys.stderr)

@@ -350,7 +350,8 @@ def train(
                                    {**common, "epoch": epoch, "history": state.history})
                     save_checkpoint(out / LAST, model, params=record, previous=out / PREVIOUS, extra={
                         **common, "epoch": epoch, "global_step": (epoch + 1) * steps_per_epoch,
-                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                        "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
                         "history": state.history, "best": state.best})
                     tracker.log_metrics({k: v for k, v in metrics.items() if k != "clips"}, step=epoch + 1)
                     bar.write(f"diffpose train: {name} epoch {epoch + 1}/{train_cfg.epochs} "  # loss, lr, speed

@@ -1,8 +1,8 @@
 """Validation during training: the PoseTrack mAP of the current weights on a val split.
 
 Every ``train.val_every`` epochs (and after the last one) the model predicts every GT-boxed person
-of the val annotations, exactly as ``diffpose infer --boxes gt`` does (same crops, codec, flip
-test and sampler settings, through :func:`diffpose.inference.predictor.predict_dataset`), and the
+of the val annotations, exactly as ``diffpose infer --boxes gt`` does with the same sampler settings
+(same crops, codec and flip test, through :func:`diffpose.inference.predictor.predict_dataset`), and the
 predictions are scored in-process by :mod:`diffpose.evaluation.posetrack_map` (the poseval
 algorithm). Under torchrun each process predicts its share of the people (person i goes to rank
 i mod world size) and rank 0 gathers, writes and scores them. The trainer keeps ``best.pt`` by
@@ -29,8 +29,9 @@ from diffpose.training import distributed as dist_util
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    """Where and how to validate. ``every``: epochs between validations (0 = never); the sampler
-    settings default to params.yaml's main inference setting."""
+    """Where and how to validate. ``every``: epochs between validations (0 = never). The sampler
+    defaults (one DDIM step, K=1, flip test, eta 1) are the demo's main inference setting; the
+    train stage keeps them, so that the ``infer`` params stay inference-only."""
 
     annotations: str
     images: str
