@@ -14,7 +14,11 @@ DAG with parallel jobs and cluster executors. Mapping rules:
   throws away the progress a killed training made, and copies a frames folder every run). So
   such an output is not a rule output; in its place the rule declares a marker,
   ``logs/snakemake/persist/<output>.done`` (flagged ``touch``: Snakemake touches it after the job
-  succeeds), and the rules that depend on the output depend on the marker;
+  succeeds), and the rules that depend on the output depend on the marker. Outputs that DVC wrote
+  (``dvc repro``, ``dvc checkout``) have no marker yet, and ``snakemake --touch`` touches only
+  files that exist: :func:`mark_persisted` (for the Snakefile, before its rules) writes the marker of
+  each persist output whose stage DVC finds up to date against dvc.lock, dated like the output,
+  so Snakemake does not re-run the frames, the trainings and everything after them;
 - a ``dvc add``-ed path (or a path inside one) is one input, its ``.dvc`` file (which changes
   exactly when the data does), not one input per file (PoseTrack: ~10^5 frames);
 - a source folder no stage produces is expanded to its files when it is (or is inside) a Python
@@ -195,3 +199,46 @@ def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
             )
         )
     return specs
+
+
+def _newest_mtime(path: Path) -> float:
+    """The latest modification time of ``path`` and, for a folder, of everything inside it."""
+    newest = path.stat().st_mtime
+    if path.is_dir():
+        for folder, _, files in os.walk(path):
+            times = [os.stat(os.path.join(folder, name)).st_mtime for name in files]
+            newest = max([newest, os.stat(folder).st_mtime, *times])
+    return newest
+
+
+def mark_persisted(root: str | os.PathLike = ".") -> list[str]:
+    """Write the missing marker of every ``persist: true`` output whose stage DVC finds up to date
+    (command, params, deps and outputs as dvc.lock records them), with the output's modification
+    time; return the markers written. A stage DVC would re-run (or never ran) gets no marker, so
+    Snakemake runs it too; a marker that exists is left alone. Nothing is done while DVC holds the
+    repository's lock (a ``dvc repro`` running there)."""
+    from dvc.lock import LockError
+    from dvc.repo import Repo
+
+    root = Path(root).resolve()
+    written = []
+    with Repo(str(root)) as repo:
+        try:
+            with repo.lock:
+                for stage in repo.index.stages:
+                    if not getattr(stage, "cmd", None):
+                        continue
+                    missing = [o for o in stage.outs if o.persist and (root / o.def_path).exists()
+                               and not (root / persist_marker(o.def_path)).exists()]
+                    if not missing or stage.changed():
+                        continue
+                    for out in missing:
+                        marker = root / persist_marker(out.def_path)
+                        marker.parent.mkdir(parents=True, exist_ok=True)
+                        marker.touch()
+                        mtime = _newest_mtime(root / out.def_path)
+                        os.utime(marker, (mtime, mtime))
+                        written.append(persist_marker(out.def_path))
+        except LockError:
+            return []
+    return written

@@ -3,6 +3,7 @@ the cores a stage keeps busy become the rule's threads."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -22,16 +23,36 @@ def _lookup(params: dict, dotted: str):
     return value
 
 
-def _resolve(value, params: dict, key: str | None):
-    """dvc.yaml's ${...} templating, resolved here by hand (the oracle does not use DVC's resolver)."""
+def _text(value) -> str:
+    """How dvc.yaml's ${...} renders a value in a string (booleans lower case, as YAML writes them)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _resolve(value, params: dict, item: dict | None):
+    """dvc.yaml's ${...} templating, resolved here by hand (the oracle does not use DVC's resolver):
+    ``${key}`` of foreach, ``${item.<axis>}`` of matrix, any other ``${a.b}`` from params."""
     if isinstance(value, list):
-        return [_resolve(v, params, key) for v in value]
+        return [_resolve(v, params, item) for v in value]
 
     def sub(m: re.Match) -> str:
-        got = key if m.group(1) == "key" else _lookup(params, m.group(1))
-        return str(got).lower() if isinstance(got, bool) else str(got)
+        name = m.group(1)
+        if name == "key" and item is not None and "key" in item:
+            return _text(item["key"])
+        if name.startswith("item.") and item is not None:
+            return _text(item[name.removeprefix("item.")])
+        return _text(_lookup(params, name))
 
     return re.sub(r"\$\{([^}]+)\}", sub, value)
+
+
+def _matrix(stage: dict, params: dict) -> list[tuple[str, dict]]:
+    """(name suffix, item) of every combination of a ``matrix`` stage, in DVC's order: the axes'
+    product, a dict axis iterating its keys, the suffix the values joined by ``-`` (str(): True)."""
+    axes = {}
+    for axis, spec in stage["matrix"].items():
+        values = _lookup(params, re.fullmatch(r"\$\{(.+)\}", spec).group(1)) if isinstance(spec, str) else spec
+        axes[axis] = list(values)
+    return [("-".join(str(v) for v in combo), dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
 
 
 def _paths(entries: list) -> list[str]:
@@ -46,17 +67,19 @@ def _stages_from_dvc_yaml(root: Path) -> dict[str, dict]:
     for name, stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items():
         if "foreach" in stage:
             items = _lookup(params, re.fullmatch(r"\$\{(.+)\}", stage["foreach"]).group(1))
-            bodies = [(f"{name}@{key}", stage["do"], key) for key in items]
+            bodies = [(f"{name}@{key}", stage["do"], {"key": key}) for key in items]
+        elif "matrix" in stage:
+            bodies = [(f"{name}@{suffix}", stage, item) for suffix, item in _matrix(stage, params)]
         else:
             bodies = [(name, stage, None)]
-        for full, body, key in bodies:
+        for full, body, item in bodies:
             stages[full] = {
-                "cmd": _resolve(body["cmd"], params, key),
-                "deps": _resolve(body.get("deps", []), params, key),
-                "outs": _resolve(_paths(body.get("outs", [])) + _paths(body.get("metrics", [])), params, key),
-                "params": _resolve(body.get("params", []), params, key),
+                "cmd": _resolve(body["cmd"], params, item),
+                "deps": _resolve(body.get("deps", []), params, item),
+                "outs": _resolve(_paths(body.get("outs", [])) + _paths(body.get("metrics", [])), params, item),
+                "params": _resolve(body.get("params", []), params, item),
                 "persist": _resolve([next(iter(e)) for e in body.get("outs", [])
-                                     if isinstance(e, dict) and next(iter(e.values())).get("persist")], params, key),
+                                     if isinstance(e, dict) and next(iter(e.values())).get("persist")], params, item),
             }
     return stages
 
@@ -91,9 +114,13 @@ def test_one_rule_per_dvc_stage_with_the_same_cmd_deps_and_outs():
         explained = set()
         for dep in stage["deps"]:
             producer = [o for o in all_outs if under(dep, o)]
+            inside = [linked(o) for o in all_outs if under(o, dep) and o != dep]
             if producer:  # another stage's output, or inside one: the rule depends on that output
                 assert linked(producer[0]) in inputs, (spec.stage, dep)
                 explained.add(linked(producer[0]))
+            elif inside:  # a folder other stages write into (results/sweep): each of those outputs
+                assert set(inside) <= inputs, (spec.stage, dep, set(inside) - inputs)
+                explained |= set(inside)
             elif (REPO / dep).is_dir():  # a source folder: each file of it, so an edit re-runs the rule
                 files = _tracked_files(dep)
                 assert files and files <= inputs, (spec.stage, dep, files - inputs)
@@ -127,8 +154,8 @@ def test_rule_cores_come_from_the_stages_meta_and_follow_params(tmp_path):
     cores = {spec.stage: spec.cores for spec in rules_from_dvc(REPO)}
     assert cores["train_detector"] == params["detect"]["train"]["threads"]
     assert cores["frames"] == params["frames"]["workers"]  # 0 = all cores
-    assert cores["train@diffpose"] == cores["train@baseline"] == 2  # dvc.yaml: meta.cores 2
-    assert cores["evaluate@diffpose"] == cores["detect"] == 1  # no meta: one core
+    assert cores["train@diffpose-0"] == cores["train@baseline-0"] == 2  # dvc.yaml: meta.cores 2
+    assert cores["infer@diffpose-0"] == cores["detect"] == 1  # no meta: one core
     threads, workers = params["detect"]["train"]["threads"] + 1, params["frames"]["workers"] + 3
     changed = rules_from_dvc(_params_copy(tmp_path, **{"detect.train.threads": threads, "frames.workers": workers}))
     cores = {spec.stage: spec.cores for spec in changed}
@@ -171,6 +198,6 @@ def test_snakemake_schedules_the_declared_threads(tmp_path):
                 found[rule] = m.group(1)
         return found
 
-    assert threads(4) == {"frames": "4", "train__diffpose": "2", "train__baseline": "2", "train_detector": "3"}
-    assert threads(2) == {"frames": "2", "train__diffpose": "2", "train__baseline": "2", "train_detector": "2"}
+    assert threads(4) == {"frames": "4", "train__diffpose_0": "2", "train__baseline_0": "2", "train_detector": "3"}
+    assert threads(2) == {"frames": "2", "train__diffpose_0": "2", "train__baseline_0": "2", "train_detector": "2"}
     assert threads(1) == {}  # one core: every rule runs on it (Snakemake prints no threads line then)

@@ -1,18 +1,21 @@
 """Snakemake rules for any DVC dependency (diffpose/workflow.py): a folder other stages write into,
-a `dvc add`-ed folder, and `persist: true` outputs, which Snakemake must never delete."""
+a `dvc add`-ed folder, and `persist: true` outputs, which Snakemake must never delete, and whose
+markers Snakemake gets for the outputs DVC wrote."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from diffpose.workflow import persist_marker, rules_from_dvc
-from tests.pipeline_copy import REPO, tool_env
+from tests.pipeline_copy import REPO, run, tool_env
 
 SNAKEFILE = """\
 include: "workflow/rules/dvc_stages.smk"
@@ -24,7 +27,16 @@ rule all:
 """
 
 
-def _repo(root: Path, stages: dict) -> Path:
+# A Snakefile that first gives the persist outputs DVC wrote their markers, then defines the rules.
+MARKING = """\
+from diffpose.workflow import mark_persisted
+
+mark_persisted(workflow.basedir)
+
+""" + SNAKEFILE
+
+
+def _repo(root: Path, stages: dict, snakefile: str = SNAKEFILE) -> Path:
     """A DVC repository (no git) with ``stages`` and the repository's rule generator."""
     from dvc.repo import Repo
 
@@ -32,7 +44,7 @@ def _repo(root: Path, stages: dict) -> Path:
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     (root / "workflow" / "rules").mkdir(parents=True)
     shutil.copy(REPO / "workflow" / "rules" / "dvc_stages.smk", root / "workflow" / "rules")
-    (root / "Snakefile").write_text(SNAKEFILE)
+    (root / "Snakefile").write_text(snakefile)
     return root
 
 
@@ -138,3 +150,49 @@ def test_persist_outputs_survive_snakemake_reruns_and_failures(tmp_path, monkeyp
     assert failed.returncode != 0
     assert (root / "m" / "last.pt").read_text() == "run\nrun\nrun\n"  # a failed job leaves the resume state
     assert not (root / "m" / "model.pt").exists()  # its ordinary outputs are removed, as before
+
+
+def _dvc_clean(root: Path) -> bool:
+    return "up to date" in run(["dvc", "status"], root, tool_env()).stdout
+
+
+def _dry(root: Path) -> str:
+    proc = _snakemake(root, "-n")
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_outputs_dvc_wrote_get_their_markers_and_touch_puts_snakemake_in_step(tmp_path):
+    """After `dvc repro` Snakemake has nothing to do (the persist outputs get their markers, dated
+    like the outputs); after `dvc checkout` (files restored with new times) it would re-run
+    everything until `snakemake --touch`; a stage DVC would re-run gets no marker."""
+    root = _repo(tmp_path, PERSIST_STAGES, snakefile=MARKING)
+    (root / "input.txt").write_text("one\n")
+    run(["dvc", "repro"], root, tool_env())
+    assert not (root / "logs").exists()
+    assert "Nothing to be done" in _dry(root)
+    for out in ("m/last.pt", "frames"):
+        marker, newest = root / persist_marker(out), max(
+            p.stat().st_mtime for p in [root / out, *(root / out).rglob("*")])
+        assert marker.stat().st_mtime == newest, out
+
+    # as `dvc checkout` after `git checkout`: cached outputs restored, every file newer than before
+    for out in ("m/model.pt", "m/last.pt", "used.txt"):
+        (root / out).unlink()
+    run(["dvc", "checkout"], root, tool_env())
+    now = time.time()
+    for path, age in (("used.txt", 300), ("m/model.pt", 200), ("input.txt", 100)):  # in any order
+        os.utime(root / path, (now - age, now - age))
+    assert "Nothing to be done" not in _dry(root)
+    _snakemake(root, "--touch")
+    assert "Nothing to be done" in _dry(root)
+    assert (root / "m" / "last.pt").read_text() == "run\n"  # touched, never run again
+    assert _dvc_clean(root)
+
+    # a changed input: DVC would re-run train and frames, so their outputs get no marker
+    for out in ("m/last.pt", "frames"):
+        (root / persist_marker(out)).unlink()
+    (root / "input.txt").write_text("two\n")
+    dry = _dry(root)
+    assert not (root / persist_marker("frames")).exists() and not (root / persist_marker("m/last.pt")).exists()
+    assert "rule frames" in dry and "rule train" in dry
