@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotations", default="data/synth/annotations/train",
                         help="PoseTrack18 annotation file or folder (default data/synth/annotations/train)")
     parser.add_argument("--images", default="data/frames", help="image root the annotations' file_names are relative to")
+    parser.add_argument("--val-annotations", metavar="DIR",
+                        help="val sequence files scored every train.val_every epochs (best.pt kept; frames under --images); "
+                             "ignored when train.val_every is 0")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -43,7 +46,7 @@ def configs(params: dict, model: str, source: str = DEFAULT_PARAMS, seed: int | 
 
 
 def run(*, model: str, out: str, params_path: str = DEFAULT_PARAMS, annotations: str, images: str,
-        progress: bool = True, seed: int | None = None) -> dict:
+        progress: bool = True, seed: int | None = None, val_annotations: str | None = None) -> dict:
     from diffpose.training.trainer import train
 
     params = load_params(params_path)
@@ -51,14 +54,16 @@ def run(*, model: str, out: str, params_path: str = DEFAULT_PARAMS, annotations:
     record = {"model_name": model, "models": {model: params["models"][model]}, "model_config": model_cfg.to_dict(),
               "train": train_cfg.to_dict(), "data": data_cfg.to_dict(), "annotations": annotations}
     return train(model_cfg=model_cfg, train_cfg=train_cfg, data_cfg=data_cfg, annotations=annotations,
-                 image_root=images, out_dir=out, name=model, params=record, progress=progress)
+                 image_root=images, out_dir=out, name=model, params=record, progress=progress,
+                 val_annotations=val_annotations)  # validation samples with its fixed settings (1 step, K=1, flip)
 
 
 def main(args: argparse.Namespace) -> int:
     import os
 
     result = run(model=args.model, out=args.out, params_path=args.params, annotations=args.annotations,
-                 images=args.images, progress=not args.no_progress, seed=args.seed)
+                 images=args.images, progress=not args.no_progress, seed=args.seed,
+                 val_annotations=args.val_annotations)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"train: {args.model}: {result['epochs']} epochs, final loss {result['final_loss']:.5g}, "
               f"{result['clips_per_second']} clips/s -> {args.out}/model.pt"
