@@ -33,6 +33,7 @@ EXECUTION_KNOBS: tuple[str, ...] = (
     "data.cache_mb",
     "train.device",
     "train.threads",
+    "train.processes",  # torchrun processes: the global batch and its split keep the results (float rounding aside)
     "train.channels_last",  # memory layout only (not in the training fingerprint either)
     "infer.batch_size",
     "infer.workers",

@@ -1,14 +1,20 @@
 """Stage ``train``: train ``models.<NAME>`` from params.yaml on the training split.
 
-    diffpose train --model diffpose --out models/diffpose
-    torchrun --nproc_per_node=2 -m diffpose train --model diffpose --out models/diffpose
+    diffpose train --model diffpose --out models/diffpose/seed0
+    torchrun --nproc_per_node=2 -m diffpose train --model diffpose --out models/diffpose/seed0
 
+With ``train.processes`` N > 1 in params.yaml (an execution knob: the batch is global, so results
+do not depend on it beyond float rounding), ``diffpose train`` started outside torchrun replaces
+itself by ``torchrun --standalone --nproc_per_node=N`` running the same command: the DAG's stage
+command stays the same and launches N processes (one per GPU, or gloo processes on the CPU).
 Rerunning the same command after an interruption (even kill -9) resumes from ``OUT/last.pt``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from diffpose.config import DEFAULT_PARAMS, load_params, section
 from diffpose.errors import ConfigError
@@ -40,6 +46,7 @@ def configs(params: dict, model: str, source: str = DEFAULT_PARAMS, seed: int | 
         raise ConfigError(f"{source}: models.{model}: no such model (defined: {', '.join(sorted(models))})")
     train = dict(section(params, "train", source))
     seeds = train.pop("seeds")
+    train.pop("processes", None)  # how many processes run it (main()), not how it trains
     train["seed"] = int(seeds[0] if seed is None else seed)
     return (resolve_model_config(models[model]), TrainConfig.from_dict(train),
             DataConfig.from_dict(section(params, "data", source)))
@@ -58,9 +65,29 @@ def run(*, model: str, out: str, params_path: str = DEFAULT_PARAMS, annotations:
                  val_annotations=val_annotations)  # validation samples with its fixed settings (1 step, K=1, flip)
 
 
-def main(args: argparse.Namespace) -> int:
-    import os
+def torchrun_argv(args: argparse.Namespace, processes: int) -> list[str]:
+    """The ``torchrun`` command line that runs this same ``diffpose train`` in ``processes`` processes."""
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+            "-m", "diffpose", "train", "--model", args.model, "--out", args.out, "--params", args.params,
+            "--annotations", args.annotations, "--images", args.images]
+    if args.seed is not None:
+        argv += ["--seed", str(args.seed)]
+    if args.val_annotations:
+        argv += ["--val-annotations", args.val_annotations]
+    if args.no_progress:
+        argv.append("--no-progress")
+    return argv
 
+
+def main(args: argparse.Namespace) -> int:
+    processes = int(section(load_params(args.params), "train", args.params).get("processes", 1))
+    if processes > 1 and "RANK" not in os.environ:  # launched by a person, DVC or Snakemake: go multi-process
+        argv = torchrun_argv(args, processes)
+        print(f"diffpose train: train.processes is {processes}: {' '.join(argv[1:4])} ... ({processes} processes)",
+              file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(argv[0], argv)  # torchrun forwards SIGINT/SIGTERM to the workers and returns their exit code
     result = run(model=args.model, out=args.out, params_path=args.params, annotations=args.annotations,
                  images=args.images, progress=not args.no_progress, seed=args.seed,
                  val_annotations=args.val_annotations)
