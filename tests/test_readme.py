@@ -112,7 +112,7 @@ def test_the_tables_are_the_ones_dvc_lock_records() -> None:
                 for stage in yaml.safe_load((REPO / "dvc.lock").read_text())["stages"].values()
                 for out in stage.get("outs", [])}
     sources = readme_table.source_files(REPO)
-    assert len(sources) == 2, "results/tables/summary.json and per_joint.csv of the run of record"
+    assert len(sources) == 4, "results/tables/summary.json, per_joint.csv, steps.csv and flip.csv of the run of record"
     for path in sources:
         rel = path.relative_to(REPO)
         owner = next((p for p in (rel, *rel.parents) if p.as_posix() in recorded), None)
