@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from diffpose.training.trainer import TrainConfig
 
     params = load_profile(args.profile, args.params)
-    train_cfg = TrainConfig.from_dict({k: v for k, v in params["train"].items() if k != "seeds"})
+    train_cfg = TrainConfig.from_dict({k: v for k, v in params["train"].items() if k not in ("seeds", "processes")})
     if torch.cuda.is_available():
         device = torch.device("cuda", 0)
         memory = torch.cuda.get_device_properties(device).total_memory / 2**30

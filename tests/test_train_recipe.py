@@ -430,7 +430,7 @@ def test_each_profile_validates_and_builds_the_paper_model_with_layer_decay_grou
     aug = params["data"]["augmentation"]
     assert (aug["rotation"], aug["rotation_prob"], aug["scale"], aug["half_body_prob"], aug["flip_prob"]) == \
         (45.0, 0.6, 0.35, 0.3, 0.5)
-    train_cfg = TrainConfig.from_dict({k: v for k, v in params["train"].items() if k != "seeds"})
+    train_cfg = TrainConfig.from_dict({k: v for k, v in params["train"].items() if k not in ("seeds", "processes")})
     assert train_cfg.layer_decay == 0.85 and train_cfg.no_decay_norm_bias
     assert train_cfg.amp and train_cfg.val_every > 0
     cfg = resolve_model_config(params["models"]["diffpose"])

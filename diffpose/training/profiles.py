@@ -97,7 +97,8 @@ def check_buildable(params: dict[str, Any], source: str) -> None:
     from diffpose.models.config import resolve_model_config
     from diffpose.training.trainer import TrainConfig
 
-    train = {k: v for k, v in params["train"].items() if k != "seeds"}
+    # the seeds list and the process count say how many trainings run and where, not how one trains
+    train = {k: v for k, v in params["train"].items() if k not in ("seeds", "processes")}
     try:
         cfg = TrainConfig.from_dict(train)
         DataConfig.from_dict(params["data"])
