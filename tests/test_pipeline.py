@@ -162,10 +162,17 @@ def test_a_training_interrupted_under_snakemake_resumes_from_last_pt(tmp_path: P
     proc = subprocess.Popen(target, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
+        # the epoch line follows the save of last.pt: wait for the line in the job's log (tee'd by
+        # the rule), so the interrupt comes after epoch 1 is both saved and reported
+        job_log = root / "logs" / "snakemake" / "train__diffpose_0.log"
         deadline = time.monotonic() + 300
-        while not (out / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+
+        def epoch_one_reported() -> bool:
+            return job_log.exists() and "epoch 1/2" in job_log.read_text(errors="replace")
+
+        while not epoch_one_reported() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert (out / "last.pt").exists(), "no last.pt within 300 s"
+        assert epoch_one_reported() and (out / "last.pt").exists(), "no epoch 1 within 300 s"
         os.killpg(proc.pid, signal.SIGINT)
         log, _ = proc.communicate(timeout=120)
     finally:
