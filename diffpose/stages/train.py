@@ -4,9 +4,10 @@
     torchrun --nproc_per_node=2 -m diffpose train --model diffpose --out models/diffpose/seed0
 
 With ``train.processes`` N > 1 in params.yaml (an execution knob: the batch is global, so results
-do not depend on it beyond float rounding), ``diffpose train`` started outside torchrun replaces
-itself by ``torchrun --standalone --nproc_per_node=N`` running the same command: the DAG's stage
-command stays the same and launches N processes (one per GPU, or gloo processes on the CPU).
+do not depend on it beyond float rounding), ``diffpose train`` started outside torchrun becomes
+``torchrun --standalone --nproc_per_node=N`` running the same command (torchrun's launcher, in this
+process): the DAG's stage command stays the same and launches N processes (one per GPU, or gloo
+processes on the CPU).
 Rerunning the same command after an interruption (even kill -9) resumes from ``OUT/last.pt``.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from diffpose.config import DEFAULT_PARAMS, load_params, section
 from diffpose.errors import ConfigError
@@ -67,27 +67,31 @@ def run(*, model: str, out: str, params_path: str = DEFAULT_PARAMS, annotations:
 
 def torchrun_argv(args: argparse.Namespace, processes: int) -> list[str]:
     """The ``torchrun`` command line that runs this same ``diffpose train`` in ``processes`` processes."""
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            "-m", "diffpose", "train", "--model", args.model, "--out", args.out, "--params", args.params,
-            "--annotations", args.annotations, "--images", args.images]
+    from diffpose.training.distributed import torchrun_argv as torchrun
+
+    return torchrun(_command(args), processes)
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    """``train`` and the arguments of this ``diffpose train`` command (what torchrun repeats)."""
+    command = ["train", "--model", args.model, "--out", args.out, "--params", args.params,
+               "--annotations", args.annotations, "--images", args.images]
     if args.seed is not None:
-        argv += ["--seed", str(args.seed)]
+        command += ["--seed", str(args.seed)]
     if args.val_annotations:
-        argv += ["--val-annotations", args.val_annotations]
+        command += ["--val-annotations", args.val_annotations]
     if args.no_progress:
-        argv.append("--no-progress")
-    return argv
+        command.append("--no-progress")
+    return command
 
 
 def main(args: argparse.Namespace) -> int:
+    from diffpose.training.distributed import relaunch
+
     processes = int(section(load_params(args.params), "train", args.params).get("processes", 1))
-    if processes > 1 and "RANK" not in os.environ:  # launched by a person, DVC or Snakemake: go multi-process
-        argv = torchrun_argv(args, processes)
-        print(f"diffpose train: train.processes is {processes}: {' '.join(argv[1:4])} ... ({processes} processes)",
-              file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(argv[0], argv)  # torchrun forwards SIGINT/SIGTERM to the workers and returns their exit code
+    code = relaunch(_command(args), processes, "train.processes")  # from a person, DVC or Snakemake: N processes
+    if code is not None:
+        return code
     result = run(model=args.model, out=args.out, params_path=args.params, annotations=args.annotations,
                  images=args.images, progress=not args.no_progress, seed=args.seed,
                  val_annotations=args.val_annotations)

@@ -1,7 +1,9 @@
 """torch.distributed in one place: set-up from torchrun's environment, rank-0 helpers.
 
 ``torchrun --nproc_per_node=N diffpose train ...`` sets RANK, WORLD_SIZE and LOCAL_RANK; without
-them training runs in one process. Backend: NCCL when each process has a GPU, gloo on the CPU.
+them training (or inference) runs in one process. Backend: NCCL when each process has a GPU, gloo
+on the CPU. :func:`relaunch` makes a ``diffpose`` command replace itself by that torchrun command
+(``train.processes``, ``infer.processes``).
 
 Decisions that depend on files (resume or start over, the resume state itself) are taken by
 rank 0 and sent to the others with :func:`broadcast_object` and :func:`broadcast_state`, so every
@@ -11,6 +13,7 @@ process follows the same path even when the processes do not see the same disk.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -63,6 +66,51 @@ def setup(preference: str = "auto") -> DistContext:
         # on a slow disk or artifact store should not kill the run
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
     return DistContext(rank, world_size, local_rank, device)
+
+
+def torchrun_argv(command: list[str], processes: int) -> list[str]:
+    """``torchrun --standalone`` running ``diffpose <command...>`` in ``processes`` processes (one node)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+            "-m", "diffpose", *command]
+
+
+def relaunch(command: list[str], processes: int, knob: str) -> int | None:
+    """Run ``diffpose <command...>`` in ``processes`` processes under torchrun's launcher when
+    ``processes`` > 1 and this is not already a torchrun worker (no RANK in the environment), and
+    return the launch's exit code; None otherwise (this process runs the command itself).
+
+    ``command`` repeats this command's arguments, so the DAG's unchanged stage command runs N
+    processes; ``knob`` (``train.processes``) names the param in the line printed first. The
+    launcher is :func:`torchrun_argv`'s, run in this process (what the ``torchrun`` executable
+    does): SIGINT/SIGTERM stop every worker, and a failed worker stops the others and ends the
+    launch with one line (the worker has printed its own error) instead of torchrun's report."""
+    if processes <= 1 or "RANK" in os.environ:
+        return None
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    argv = torchrun_argv(command, processes)
+    print(f"diffpose {command[0]}: {knob} is {processes}: {' '.join(argv[1:4])} ... ({processes} processes)",
+          file=sys.stderr)
+    for name, logger in list(logging.root.manager.loggerDict.items()):  # the agent's own failure report
+        if name.startswith("torch.distributed.elastic") and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.CRITICAL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        run(parse_args(argv[3:]))
+    except ChildFailedError as err:
+        rank, failure = err.get_first_failure()
+        print(f"diffpose {command[0]}: process {rank} of {processes} failed (exit code {failure.exitcode}); "
+              f"the others were stopped", file=sys.stderr)
+        return 1
+    except SignalException as err:
+        print(f"diffpose {command[0]}: stopped by signal {int(err.sigval)}", file=sys.stderr)
+        return 128 + int(err.sigval)
+    return 0
 
 
 def teardown(ctx: DistContext) -> None:
