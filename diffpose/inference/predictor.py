@@ -5,12 +5,19 @@ crop back to the image through each sample's inverse affine. With ``flip_test`` 
 predicted mirrored, and the mirrored heatmaps, flipped back with left and right swapped, are averaged
 in (the field's usual test-time flip). The codec's cell-centred mapping makes a flip of the crop a
 flip of the heatmap grid, so no half-cell shift is applied.
+
+The sampler's noise for batch ``i`` (clips ``i*batch_size`` to ``(i+1)*batch_size - 1`` in dataset
+order) comes from a generator seeded with :func:`batch_seed` ``(seed, i)``: predictions depend on
+the seed and the batch size, not on which process predicts which batch. Under torchrun, process
+``r`` of ``N`` predicts batches ``r, r+N, ...`` and rank 0 gathers them back into dataset order, so
+one process and N processes write the same predictions.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +26,9 @@ from torch.utils.data import DataLoader
 from diffpose.data.keypoints import FLIP_INDEX
 from diffpose.data.transforms import apply_affine, invert_affine
 from diffpose.errors import DataError
+
+if TYPE_CHECKING:
+    from diffpose.training.distributed import DistContext
 
 
 @dataclass(frozen=True)
@@ -45,51 +55,64 @@ def unflip_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
     return heatmaps.flip(-1)[:, torch.as_tensor(FLIP_INDEX, device=heatmaps.device)]
 
 
+def batch_seed(seed: int, batch_index: int) -> int:
+    """The sampler seed of batch ``batch_index``: distinct for every (seed, batch) of any run that
+    has fewer than a million batches."""
+    return seed * 1_000_003 + batch_index
+
+
+def shard_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple[int, list[int]]]:
+    """(batch index, clip indices) of the batches process ``rank`` of ``world_size`` predicts:
+    whole batches ``rank, rank + world_size, ...`` of the ``n`` clips in dataset order."""
+    starts = range(0, n, batch_size)
+    return [(i, list(range(start, min(start + batch_size, n)))) for i, start in enumerate(starts)
+            if i % world_size == rank]
+
+
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int = 32, steps: int = 1,
                     ensemble: int = 1, seed: int = 0, workers: int = 0, progress: bool = True,
                     desc: str = "infer", flip_test: bool = False, eta: float = 1.0,
-                    combine_rule: str = "mean_heatmap") -> Predictions:
+                    combine_rule: str = "mean_heatmap", ctx: DistContext | None = None) -> Predictions | None:
     """Run ``model.predict`` over every clip of ``dataset`` (a ClipDataset in inference mode).
 
-    The sampler's noise comes from one generator seeded with ``seed``, so a rerun gives the same
-    predictions. Shapes: frames [B, T, 3, H, W] -> heatmaps [B, J, h, w] -> coords [B, J, 2].
+    The noise of batch ``i`` comes from a generator seeded with ``batch_seed(seed, i)``, so a rerun
+    with the same seed and batch size gives the same predictions, in any number of processes.
+    ``ctx`` (a torchrun context): this process predicts its share of the batches
+    (:func:`shard_batches`), rank 0 gathers every share and returns the Predictions in dataset
+    order, the other ranks return None. Shapes: frames [B, T, 3, H, W] -> heatmaps [B, J, h, w] ->
+    coords [B, J, 2].
     """
     from diffpose.progress import progress_bar
+    from diffpose.training.distributed import gather_objects
 
     check_finite_weights(model)
     device = model_device(model)
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+    rank, world_size = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    mine = shard_batches(len(dataset), batch_size, rank, world_size)
+    loader = DataLoader(dataset, batch_sampler=[clips for _, clips in mine], num_workers=workers,
                         pin_memory=device.type == "cuda")
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    n = len(dataset)
-    all_xy, all_scores = [], []
+    predicted: list[tuple[int, np.ndarray, np.ndarray]] = []  # (batch index, keypoints, scores)
     started = time.perf_counter()
-    with progress_bar(n, desc, "clip", enabled=progress) as bar:
-        for batch in loader:
-            frames = batch["frames"].to(device, non_blocking=True).float().div_(255.0)
-            sampler = {"steps": steps, "ensemble": ensemble, "generator": generator, "eta": eta,
-                       "combine_rule": combine_rule}
-            heatmaps = model.predict(frames, **sampler)
-            if flip_test:
-                mirrored = model.predict(frames.flip(-1), **sampler)
-                heatmaps = (heatmaps + unflip_heatmaps(mirrored)) / 2
-            coords, peaks = codec.decode(heatmaps.float().cpu())
-            coords = np.asarray(coords, dtype=np.float64)
-            peaks = np.asarray(peaks, dtype=np.float64)
-            matrices = batch["matrix"].numpy()
-            for b in range(coords.shape[0]):
-                all_xy.append(apply_affine(coords[b], invert_affine(matrices[b])))
-            all_scores.append(peaks * batch["score"].numpy()[:, None])
-            bar.update(coords.shape[0])
+    with progress_bar(sum(len(clips) for _, clips in mine), desc, "clip", enabled=progress and rank == 0) as bar:
+        for (index, _), batch in zip(mine, loader):
+            generator.manual_seed(batch_seed(seed, index))
+            predicted.append((index, *_predict_batch(model, batch, codec, device, generator, steps=steps,
+                                                     ensemble=ensemble, eta=eta, combine_rule=combine_rule,
+                                                     flip_test=flip_test)))
+            bar.update(len(predicted[-1][1]))
             elapsed = time.perf_counter() - started
             bar.set_postfix(clips_s=f"{bar.n / max(elapsed, 1e-9):.1f}", refresh=False)
+    shares = gather_objects(ctx, predicted) if ctx is not None else [predicted]
+    if shares is None:
+        return None
     seconds = time.perf_counter() - started
+    ordered = sorted((share for rank_share in shares for share in rank_share), key=lambda item: item[0])
     j = model.cfg.num_joints if hasattr(model, "cfg") else 0
-    keypoints = np.stack(all_xy) if all_xy else np.zeros((0, j, 2))
-    scores = np.concatenate(all_scores) if all_scores else np.zeros((0, j))
+    keypoints = np.concatenate([xy for _, xy, _ in ordered]) if ordered else np.zeros((0, j, 2))
+    scores = np.concatenate([sc for _, _, sc in ordered]) if ordered else np.zeros((0, j))
     bad = ~(np.isfinite(keypoints).all(axis=(1, 2)) & np.isfinite(scores).all(axis=1))
     if bad.any():
         raise DataError(
@@ -97,6 +120,22 @@ def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int =
             f"(first: clip #{int(np.argmax(bad))}); nothing was written"
         )
     return Predictions(keypoints, scores, seconds)
+
+
+def _predict_batch(model: torch.nn.Module, batch: dict, codec, device: torch.device, generator: torch.Generator,
+                   *, flip_test: bool, **sampler) -> tuple[np.ndarray, np.ndarray]:
+    """One loader batch -> (keypoints [B, J, 2] in image px, scores [B, J])."""
+    frames = batch["frames"].to(device, non_blocking=True).float().div_(255.0)
+    heatmaps = model.predict(frames, generator=generator, **sampler)
+    if flip_test:
+        mirrored = model.predict(frames.flip(-1), generator=generator, **sampler)
+        heatmaps = (heatmaps + unflip_heatmaps(mirrored)) / 2
+    coords, peaks = codec.decode(heatmaps.float().cpu())
+    coords = np.asarray(coords, dtype=np.float64)
+    peaks = np.asarray(peaks, dtype=np.float64)
+    matrices = batch["matrix"].numpy()
+    xy = np.stack([apply_affine(coords[b], invert_affine(matrices[b])) for b in range(coords.shape[0])])
+    return xy, peaks * batch["score"].numpy()[:, None]
 
 
 def check_finite_weights(model: torch.nn.Module) -> None:

@@ -8,6 +8,12 @@ call the stage with other values); ``--boxes FILE`` takes the detect stage's COC
 GT, every box as written (the detect stage already kept those scoring >= ``detect.score_threshold``,
 the one box-score threshold). ``--record FILE`` writes the cell's settings, speed and provenance
 (MLflow run id, git commit, data version) as JSON: the tables and the report read it.
+
+With ``infer.processes`` N > 1 (an execution knob: the predictions do not depend on it),
+``diffpose infer`` started outside torchrun becomes ``torchrun --standalone --nproc_per_node=N``
+running the same command, as ``diffpose train`` does: each process predicts
+a share of the batches (on its own GPU when there are GPUs), rank 0 gathers them and alone writes
+the prediction files, the record and the MLflow run.
 """
 
 from __future__ import annotations
@@ -58,16 +64,23 @@ def infer_settings(params: dict[str, Any], source: str = DEFAULT_PARAMS, **overr
     return settings
 
 
-def load_model(checkpoint: str | Path, device: str = "auto"):
-    """(model on its device, checkpoint payload); errors name the file."""
+def check_checkpoint(checkpoint: str | Path) -> Path:
+    """``checkpoint`` as a Path; DataError naming it when it does not exist."""
     from diffpose.errors import DataError
-    from diffpose.models.checkpoint import load_checkpoint
-    from diffpose.training.distributed import pick_device
 
     path = Path(checkpoint)
     if not path.exists():
         raise DataError(f"{path}: checkpoint not found (train first: diffpose train --model NAME --out DIR)")
-    dev = pick_device(device)
+    return path
+
+
+def load_model(checkpoint: str | Path, device: str = "auto", local_rank: int = 0):
+    """(model on its device: this process's GPU under torchrun, checkpoint payload); errors name the file."""
+    from diffpose.models.checkpoint import load_checkpoint
+    from diffpose.training.distributed import pick_device
+
+    path = check_checkpoint(checkpoint)
+    dev = pick_device(device, local_rank)
     model, payload = load_checkpoint(path, map_location=dev)
     return model.to(dev).eval(), payload
 
@@ -83,7 +96,22 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
         record_path: str | None = None) -> dict[str, Any]:
     """Predict every person box of every sequence and write the files; returns the metrics.
     ``model``/``payload`` may be given directly (tests); otherwise loaded from ``checkpoint``.
-    ``record_path``: also write the settings, metrics and provenance there (JSON)."""
+    ``record_path``: also write the settings, metrics and provenance there (JSON).
+    Under torchrun every process predicts its share; rank 0 alone writes and returns the metrics,
+    the other ranks return None."""
+    from diffpose.training import distributed
+
+    ctx = distributed.setup(settings.get("device", "auto"))
+    try:
+        return _run(checkpoint=checkpoint, annotations=annotations, images=images, out=out, settings=settings,
+                    params=params, progress=progress, model=model, payload=payload, record_path=record_path, ctx=ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _run(*, checkpoint: str, annotations: str, images: str, out: str, settings: dict[str, Any],
+         params: dict[str, Any] | None, progress: bool, model, payload, record_path: str | None,
+         ctx) -> dict[str, Any] | None:
     from diffpose.data.clips import ClipDataset, load_sequences
     from diffpose.data.codec import HeatmapCodec
     from diffpose.inference.boxes import detection_samples, gt_samples
@@ -98,7 +126,7 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
 
         torch.set_num_threads(int(settings["threads"]))
     if model is None:
-        model, payload = load_model(checkpoint, settings.get("device", "auto"))
+        model, payload = load_model(checkpoint, settings.get("device", "auto"), ctx.local_rank)
     payload = payload or {}
     cfg = model.cfg
     box_enlarge, frame_stride = geometry(payload, params)
@@ -117,13 +145,15 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
               "model_config": cfg.to_dict() if hasattr(cfg, "to_dict") else {}}
     name = (payload.get("extra") or {}).get("model_name", Path(checkpoint).parent.name)
     flip_test = bool(settings.get("flip_test", False))
-    with stage_run("infer", record, tags={"model": str(name)}) as tracker:
+    with stage_run("infer", record, tags={"model": str(name)}, enabled=ctx.is_main) as tracker:
         preds = predict_dataset(model, dataset, codec, batch_size=int(settings["batch_size"]),
                                 steps=int(settings["steps"]), ensemble=int(settings["ensemble"]),
                                 seed=int(settings.get("seed", 0)), workers=int(settings.get("workers", 0)),
                                 progress=progress, flip_test=flip_test, eta=float(settings.get("ddim_eta", 1.0)),
                                 combine_rule=str(settings.get("ensemble_combine", "mean_heatmap")),
-                                desc=f"infer {name} (steps {settings['steps']}, K {settings['ensemble']})")
+                                desc=f"infer {name} (steps {settings['steps']}, K {settings['ensemble']})", ctx=ctx)
+        if preds is None:  # a rank other than 0: its share went to rank 0, which writes everything
+            return None
         out_dir = Path(out)
         written = write_predictions(out_dir, seqs, samples, preds.keypoints, preds.scores)
         keep = {p.name for p in written}
@@ -133,7 +163,7 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
         metrics = {"person_clips": len(samples), "sequences": len(seqs), "seconds": round(preds.seconds, 3),
                    "person_clips_per_second": round(preds.clips_per_second, 2),
                    "steps": int(settings["steps"]), "ensemble": int(settings["ensemble"]),
-                   "flip_test": flip_test}
+                   "flip_test": flip_test, "world_size": ctx.world_size}
         tracker.log_metrics(metrics)
         if record_path is not None:
             train_seed = ((payload.get("params") or {}).get("train") or {}).get("seed")
@@ -147,12 +177,34 @@ def run(*, checkpoint: str, annotations: str, images: str, out: str, settings: d
     return metrics
 
 
+def _command(args: argparse.Namespace) -> list[str]:
+    """``infer`` and the arguments of this ``diffpose infer`` command (what torchrun repeats)."""
+    command = ["infer", "--checkpoint", args.checkpoint, "--annotations", args.annotations, "--images", args.images,
+               "--out", args.out, "--boxes", args.boxes, "--params", args.params]
+    for flag, value in (("--steps", args.steps), ("--ensemble", args.ensemble), ("--record", args.record)):
+        if value is not None:
+            command += [flag, str(value)]
+    if args.flip_test is not None:
+        command += ["--flip-test", "true" if args.flip_test else "false"]
+    if args.no_progress:
+        command.append("--no-progress")
+    return command
+
+
 def main(args: argparse.Namespace) -> int:
+    from diffpose.training.distributed import relaunch
+
     params = load_params(args.params)
     settings = infer_settings(params, args.params, steps=args.steps, ensemble=args.ensemble, flip_test=args.flip_test)
     settings["boxes"] = args.boxes  # a command-line choice, not a param (recorded with the run's settings)
+    check_checkpoint(args.checkpoint)  # before any process starts: one line, not one per process
+    code = relaunch(_command(args), int(settings.get("processes", 1)), "infer.processes")
+    if code is not None:  # the launch of N processes has run
+        return code
     metrics = run(checkpoint=args.checkpoint, annotations=args.annotations, images=args.images, out=args.out,
                   settings=settings, params=params, progress=not args.no_progress, record_path=args.record)
+    if metrics is None:  # a torchrun rank other than 0
+        return 0
     print(f"infer: {metrics['person_clips']} person clips in {metrics['sequences']} sequences, "
           f"{metrics['person_clips_per_second']} clips/s (steps {metrics['steps']}, ensemble {metrics['ensemble']}"
           f"{', flip test' if metrics['flip_test'] else ''}) "
