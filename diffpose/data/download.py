@@ -305,6 +305,80 @@ def read_token(token_file: str | os.PathLike | None, env: str = TOKEN_ENV) -> st
 
 
 # --------------------------------------------------------------------------------------------
+# the params file of the real-data DVC stages (workflow/realdata/params.yaml)
+
+# Key names that hold a secret; ``token_file`` names a file outside the repository, not a secret.
+SECRET_KEY = re.compile(r"token|passw|secret|api[_-]?key|credential|auth", re.IGNORECASE)
+PATH_KEYS = frozenset({"token_file"})
+
+
+def _walk(node: Any, where: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, key, value) of every mapping entry in a parsed YAML document."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        here = f"{where}.{key}" if where else str(key)
+        yield here, key, value
+        yield from _walk(value, here)
+
+
+def holds_secret(text: str, secret: str | None) -> bool:
+    """Whether ``text`` contains ``secret`` as typed or URL-quoted."""
+    return bool(secret) and Redactor(secret).text(text) != text
+
+
+def read_pipeline_params(path: str | os.PathLike, secrets: tuple[str | None, ...] = ()) -> dict[str, Any]:
+    """The params file of the real-data DVC stages, refused on one line (naming the key, never the
+    value) when it holds something that looks like a secret: a key named like one (token, password,
+    secret, api_key, credential, auth; ``token_file`` is a path and allowed), a URL carrying a
+    password or a query string, or one of ``secrets`` (the token in hand). The file goes to git and
+    its values to dvc.lock; the token belongs in the environment or a token file."""
+    path = Path(path)
+    fix = f"give the token by {TOKEN_ENV} or a token_file outside the repository"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        what = "not found" if isinstance(err, FileNotFoundError) else f"unreadable ({type(err).__name__})"
+        raise ConfigError(f"{path}: params file {what}") from None
+    if any(holds_secret(text, secret) for secret in secrets):
+        raise ConfigError(f"{path}: holds the access token itself, and this file goes to git and dvc.lock: "
+                          f"remove it; {fix}")
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:  # the position only: the message could quote a line of the file
+        mark = getattr(err, "problem_mark", None)
+        raise ConfigError(f"{path}: not valid YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of dest, sources and datasets")
+    for where, key, value in _walk(raw):
+        if isinstance(key, str) and key not in PATH_KEYS and SECRET_KEY.search(key):
+            raise ConfigError(f"{path}: key {where} looks like a secret, and this file goes to git and dvc.lock: "
+                              f"remove it; {fix}")
+        if isinstance(value, str) and is_url(value):
+            parts = urllib.parse.urlsplit(value)
+            if parts.password or parts.query:
+                what = "password" if parts.password else "query string"
+                raise ConfigError(f"{path}: {where} is a URL with a {what}, which may hold a secret and would go "
+                                  f"to git and dvc.lock: remove it; {fix}")
+    return raw
+
+
+def pipeline_entry(raw: dict[str, Any], path: str | os.PathLike, section: str, key: str,
+                   allowed: tuple[str, ...]) -> dict[str, Any]:
+    """``raw[section][key]`` of a params file from :func:`read_pipeline_params`, with its keys checked."""
+    entries = raw.get(section) or {}
+    if not isinstance(entries, dict) or key not in entries:
+        names = ", ".join(map(str, entries)) if isinstance(entries, dict) else ""
+        raise ConfigError(f"{path}: no entry {section}.{key} (the entries are {names or 'none'})")
+    entry = entries[key] or {}
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path}: {section}.{key} must be a mapping of {', '.join(allowed)}")
+    unknown = sorted(map(str, set(entry) - set(allowed)))
+    if unknown:
+        raise ConfigError(f"{path}: {section}.{key}.{unknown[0]}: unknown key (known: {', '.join(allowed)})")
+    return entry
+
+
+# --------------------------------------------------------------------------------------------
 # locations
 
 

@@ -2,6 +2,7 @@
 
     diffpose download SOURCE [--dest DIR] [--base-url URL] [--token-file FILE] [--url URL]
     diffpose download --list [--dest DIR]
+    diffpose download NAME --params workflow/realdata/params.yaml --record FILE   (the DVC stage)
 
 SOURCE is a manifest shipped in diffpose/data/manifests (``--list`` shows them) or the path of a
 manifest file. Files are resumed, retried, verified against the manifest's size and sha256 where
@@ -10,12 +11,18 @@ known, stamped (a verified file is never fetched again), concatenated and extrac
 (``DIFFPOSE_POSETRACK_URL`` for PoseTrack), the token from ``--token-file`` or
 ``DIFFPOSE_POSETRACK_TOKEN``. There is no ``--token`` option: a command line is visible to other
 users (``ps``) and lands in shell history.
+
+With ``--params FILE`` (the real-data DVC stages, workflow/realdata/dvc.yaml) the source and its
+options come from the entry ``sources.NAME`` of that params file (``manifest``, ``base_url``,
+``url``, ``token_file``) and the destination from its ``dest``. A params file that holds something
+like a secret is refused (:func:`diffpose.data.download.read_pipeline_params`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,8 +37,7 @@ DEFAULT_DEST = "data/real"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="?", metavar="SOURCE",
                         help=f"a manifest name ({', '.join(dl.available())}) or a manifest file")
-    parser.add_argument("--dest", default=DEFAULT_DEST,
-                        help=f"root of downloads and extracted data (default {DEFAULT_DEST})")
+    parser.add_argument("--dest", help=f"root of downloads and extracted data (default {DEFAULT_DEST})")
     parser.add_argument("--base-url", metavar="URL",
                         help="where the manifest's relative paths live: http(s) URL, file:// URL or folder "
                              "(default: the manifest's environment variable, DIFFPOSE_POSETRACK_URL for PoseTrack)")
@@ -49,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", metavar="FILE",
                         help="also write a small JSON record of the source (files and sha256, extraction folder): "
                              "the same bytes on every run, for DVC or Snakemake to track")
+    parser.add_argument("--params", metavar="FILE",
+                        help="take the source and its options from the entry sources.SOURCE of this params file "
+                             "(workflow/realdata/params.yaml: manifest, base_url, url, token_file) and the "
+                             "destination from its dest; refused when the file holds something like a secret")
     parser.add_argument("--list", action="store_true", help="list the sources and what is on disk under --dest")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-track", action="store_true", help="do not log this run to MLflow")
@@ -65,19 +75,31 @@ def list_sources(dest: str) -> list[str]:
 
 def main(args: argparse.Namespace) -> int:
     if args.list:
-        print("\n".join(list_sources(args.dest)))
+        print("\n".join(list_sources(args.dest or DEFAULT_DEST)))
         return 0
     if not args.source:
         raise DataError("name a SOURCE (diffpose download --list shows them)")
     if args.retries < 0 or args.backoff < 0 or args.timeout <= 0:
         raise DataError("--retries and --backoff must be >= 0 and --timeout > 0")
-    manifest = dl.load_manifest(args.source)
-    check_writable(args.dest, "dir")
+    source, dest, base_url, url, token_file = args.source, args.dest, args.base_url, args.url, args.token_file
+    if args.params:
+        raw = dl.read_pipeline_params(args.params, secrets=(os.environ.get(dl.TOKEN_ENV, "").strip(),))
+        entry = dl.pipeline_entry(raw, args.params, "sources", args.source, PARAMS_KEYS)
+        source = entry.get("manifest") or args.source
+        dest = dest or raw.get("dest")
+        base_url, url = base_url or entry.get("base_url"), url or entry.get("url")
+        token_file = token_file or _outside_repository(entry.get("token_file"), args.params)
+    dest = str(dest or DEFAULT_DEST)
+    manifest = dl.load_manifest(source)
+    check_writable(dest, "dir")
     if args.record:
         check_writable(args.record, "file")
-    token = dl.read_token(args.token_file) if manifest.uses_token else None
+    token = dl.read_token(token_file) if manifest.uses_token else None
+    if args.params and token and dl.holds_secret(Path(args.params).read_text(encoding="utf-8"), token):
+        raise DataError(f"{args.params}: holds the access token itself, and this file goes to git and dvc.lock: "
+                        f"remove it; give the token by {dl.TOKEN_ENV} or a token_file outside the repository")
     redactor = dl.Redactor(token)
-    options = dl.Options(dest=Path(args.dest), base_url=args.base_url, url=args.url, token=token,
+    options = dl.Options(dest=Path(dest), base_url=base_url, url=url, token=token,
                          retries=args.retries, backoff=args.backoff, timeout=args.timeout,
                          progress=not args.no_progress, write_combined=args.write_combined)
     try:
@@ -94,6 +116,21 @@ def main(args: argparse.Namespace) -> int:
     if args.record:
         write_json(args.record, record(result, manifest, options), indent=1)
     return 0
+
+
+PARAMS_KEYS = ("manifest", "base_url", "url", "token_file")
+
+
+def _outside_repository(token_file: str | None, params: str) -> str | None:
+    """``token_file`` of a params entry, refused when it lies under the working directory (the
+    repository, for a DVC stage), where it could be committed."""
+    if token_file is None:
+        return None
+    path = Path(token_file).expanduser()
+    if path.resolve().is_relative_to(Path.cwd().resolve()):
+        raise DataError(f"{params}: token_file {token_file} is inside the repository, where it could be committed: "
+                        f"keep the token file outside it (e.g. ~/.config/diffpose/posetrack21.token)")
+    return str(path)
 
 
 def record(result: dl.Result, manifest: dl.Manifest, options: dl.Options) -> dict:
