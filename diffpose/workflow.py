@@ -142,7 +142,10 @@ def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
 
     root = Path(root).resolve()
     with Repo(str(root)) as repo:
-        stages = [s for s in repo.index.stages if getattr(s, "cmd", None)]
+        # the root dvc.yaml alone: a pipeline file elsewhere (workflow/realdata/dvc.yaml: downloads
+        # that need the network and a token) is run by `dvc repro <its path>`, never by Snakemake
+        stages = [s for s in repo.index.stages
+                  if getattr(s, "cmd", None) and Path(s.path).resolve() == root / "dvc.yaml"]
         added = {  # dvc add-ed path -> its .dvc file, both relative to root
             Path(out.fs_path).resolve().relative_to(root).as_posix(): Path(s.path).resolve().relative_to(root).as_posix()
             for s in repo.index.stages if not getattr(s, "cmd", None) and s.path.endswith(".dvc")
