@@ -7,22 +7,30 @@ each ``diffpose <subcommand>`` in the cmd runs, per diffpose/cli.py COMMANDS, th
 ``diffpose.*`` import in it, module-level or inside a function, transitively, plus the
 ``__init__.py`` of each package on the way, which Python runs on import) and fails when the stage's
 deps do not cover one of them (a listed folder covers the files inside it).
+
+The pipelines in subfolders (workflow/realdata/dvc.yaml: download and register) have no stage until
+their params file lists an entry, so their stages are read as written (the ``do`` body of a
+foreach) and checked the same way.
 """
 
 from __future__ import annotations
 
 import ast
+import posixpath
 import shlex
 import sys
 from functools import cache
 from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 
 from diffpose.cli import COMMANDS
 from tests.pipeline_copy import REPO
 
 PACKAGE = "diffpose"
+# pipeline files besides the root dvc.yaml; their stages run from the repository root (wdir ../..)
+OTHER_PIPELINES = ("workflow/realdata/dvc.yaml",)
 
 # Modules a stage executes that are NOT required as deps, each because no edit to it can change a
 # stage's outputs. The import walk still goes through them (whatever they import is required).
@@ -155,7 +163,24 @@ def stages(tmp_path_factory) -> dict[str, tuple[str, list[str]]]:
             deps = [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)]
             resolved[stage.name] = (cmd, deps)  # stage.name: not relative to the working directory
     assert resolved, "dvc.yaml has no stages"
+    for rel in OTHER_PIPELINES:
+        resolved.update(written_stages(rel))
     return resolved
+
+
+def written_stages(rel: str) -> dict[str, tuple[str, list[str]]]:
+    """``<file>:<stage>`` -> (cmd, deps) of a pipeline file as written: templated deps (``${...}``,
+    data named by params) left out, the code deps are literal paths."""
+    found = {}
+    for name, body in yaml.safe_load((REPO / rel).read_text())["stages"].items():
+        body = body.get("do", body)
+        wdir = body.get("wdir", ".")
+        assert posixpath.normpath(posixpath.join(posixpath.dirname(rel), wdir)) == ".", \
+            f"{rel}:{name}: runs in {wdir}, not the repository root: its deps would not be repository paths"
+        cmd = body["cmd"] if isinstance(body["cmd"], str) else " && ".join(body["cmd"])
+        deps = [d for d in body.get("deps", []) if "${" not in d]
+        found[f"{rel}:{name}"] = (cmd, deps)
+    return found
 
 
 def test_every_stage_runs_a_diffpose_command(stages):
