@@ -137,15 +137,15 @@ train(model_cfg=model_cfg, train_cfg=train_cfg, data_cfg=data_cfg, annotations=t
 
 @pytest.mark.slow  # one torchrun launch of two gloo processes (~20 s)
 def test_validation_shared_out_over_two_processes_scores_every_person(synth, tmp_path):
-    """Each process predicts every other person; rank 0 gathers them in order and scores the lot:
-    the Total mAP is the one a single process computes on the saved weights (the baseline's
-    prediction has no sampling noise, so the split cannot change it)."""
+    """Each process predicts every other batch; rank 0 gathers them in order and scores the lot:
+    the Total mAP is the one a single process computes on the saved weights. A DiffPose model, so
+    the sampler's noise is in play: it is seeded per batch, and the split cannot change it."""
     from diffpose.models.checkpoint import load_checkpoint
     from diffpose.training.distributed import DistContext
     from diffpose.training.validation import ValidationConfig, Validator
 
     params = yaml.safe_load(_params(tmp_path / "p.yaml", epochs=1, val_every=1).read_text())
-    params["models"] = {"base": {"preset": "tiny", "arch": "baseline", "num_frames": 1}}
+    params["models"] = {"base": {"preset": "tiny", "arch": "diffpose"}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
     script = tmp_path / "train_with_validation.py"
     script.write_text(TRAIN_WITH_VALIDATION)

@@ -4,8 +4,9 @@ Every ``train.val_every`` epochs (and after the last one) the model predicts eve
 of the val annotations, exactly as ``diffpose infer --boxes gt`` does with the same sampler settings
 (same crops, codec and flip test, through :func:`diffpose.inference.predictor.predict_dataset`), and the
 predictions are scored in-process by :mod:`diffpose.evaluation.posetrack_map` (the poseval
-algorithm). Under torchrun each process predicts its share of the people (person i goes to rank
-i mod world size) and rank 0 gathers, writes and scores them. The trainer keeps ``best.pt`` by
+algorithm). Under torchrun each process predicts its share of the batches, as ``diffpose infer``
+does, and rank 0 gathers, writes and scores them: the score does not depend on the number of
+processes (the noise is seeded per batch). The trainer keeps ``best.pt`` by
 the Total mAP (see :mod:`diffpose.training.trainer`).
 
 The number picks a checkpoint; the number to report is the infer + evaluate stages' on the
@@ -75,8 +76,7 @@ class Validator:
         # every boxed GT person, as diffpose.inference.boxes.gt_samples (infer --boxes gt) takes them;
         # not imported from there, which would make training depend on the detectors' code
         self.samples = person_samples(sequences, labelled_only=False)
-        self.mine = list(range(ctx.rank, len(self.samples), ctx.world_size))
-        self.dataset = ClipDataset(self.sequences, [self.samples[i] for i in self.mine], cfg.images,
+        self.dataset = ClipDataset(self.sequences, self.samples, cfg.images,
                                    input_size=tuple(model_cfg.input_size), num_frames=model_cfg.num_frames,
                                    frame_stride=frame_stride, box_enlarge=box_enlarge, cache_mb=cache_mb)
         self.codec = HeatmapCodec(input_size=tuple(model_cfg.input_size),
@@ -95,25 +95,19 @@ class Validator:
         try:
             with precision:
                 preds = predict_dataset(model, self.dataset, self.codec, batch_size=cfg.batch_size, steps=cfg.steps,
-                                        ensemble=cfg.ensemble, seed=cfg.seed + self.ctx.rank, workers=cfg.workers,
+                                        ensemble=cfg.ensemble, seed=cfg.seed, workers=cfg.workers,
                                         progress=progress and self.ctx.is_main, desc=desc, flip_test=cfg.flip_test,
-                                        eta=cfg.ddim_eta, combine_rule=cfg.ensemble_combine)
+                                        eta=cfg.ddim_eta, combine_rule=cfg.ensemble_combine, ctx=self.ctx)
         finally:
             model.train(was_training)
-        parts = dist_util.gather_objects(self.ctx, (self.mine, preds.keypoints, preds.scores))
-        if parts is None:
+        if preds is None:  # not rank 0: rank 0 holds every share
             return None
-        return self._score(parts)
+        return self._score(preds.keypoints, preds.scores)
 
-    def _score(self, parts: list[tuple[list[int], np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    def _score(self, keypoints: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
         from diffpose.evaluation.posetrack_map import evaluate_folders
         from diffpose.inference.writer import write_predictions
 
-        n = len(self.samples)
-        j = next((k.shape[1] for _, k, _ in parts if len(k)), 17)
-        keypoints, scores = np.zeros((n, j, 2)), np.zeros((n, j))
-        for index, kpts, sc in parts:
-            keypoints[index], scores[index] = kpts, sc
         with tempfile.TemporaryDirectory(prefix="diffpose-val-") as tmp:
             write_predictions(tmp, self.sequences, self.samples, keypoints, scores)
             return evaluate_folders(self.cfg.annotations, tmp)
