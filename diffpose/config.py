@@ -35,11 +35,11 @@ EXECUTION_KNOBS: tuple[str, ...] = (
     "train.threads",
     "train.processes",  # torchrun processes: the global batch and its split keep the results (float rounding aside)
     "train.channels_last",  # memory layout only (not in the training fingerprint either)
-    "infer.batch_size",  # speed, memory, and how the sampler noise is drawn (seeded per batch: infer.seed, batch index)
+    "infer.batch_size",  # speed and memory: the sampler noise is seeded per clip (infer.seed, clip index)
     "infer.workers",
     "infer.device",
     "infer.threads",
-    "infer.processes",  # torchrun processes: whole batches per process, noise seeded per batch, same predictions
+    "infer.processes",  # torchrun processes: whole batches per process, noise seeded per clip, same predictions
     "detect.batch_size",  # inference batch of the detector
     "detect.synthetic.device",
     "detect.synthetic.threads",

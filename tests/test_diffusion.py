@@ -122,3 +122,25 @@ def test_ensemble_rules():
     assert torch.equal(combine(stack[:1], "mean_coords", codec), stack[0])   # K = 1 passes through
     with pytest.raises(ValueError, match="unknown ensemble rule"):
         combine(stack, "vote")
+
+
+def test_per_row_generators_make_a_sample_independent_of_its_batch():
+    """DDIM with eta 1 draws noise at every step; with one generator per row, row r of a batch of
+    three equals the same row sampled alone (one shared generator would not: the rows' draws
+    interleave)."""
+    diffusion = HeatmapDiffusion(timesteps=100)
+
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x_t
+
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    shape = (3, 2, 4, 4)
+    together = diffusion.sample(denoise, shape, steps=3, eta=1.0, generator=gens([7, 8, 9]))
+    alone = diffusion.sample(denoise, (1, *shape[1:]), steps=3, eta=1.0, generator=gens([8]))
+    assert torch.equal(together[1:2], alone)
+    shared = diffusion.sample(denoise, shape, steps=3, eta=1.0, generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(shared[0:1], alone) and not torch.equal(shared[1:2], alone)
+    with pytest.raises(ValueError, match="2 generators for 3 noise rows"):
+        diffusion.sample(denoise, shape, steps=1, generator=gens([1, 2]))

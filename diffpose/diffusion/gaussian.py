@@ -15,7 +15,7 @@ DiffusionDet's x0-parameterised update (Chen et al., ICCV 2023): timesteps
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from torch import nn
 from diffpose.diffusion.schedule import cosine_alpha_bar
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Noise = torch.Generator | Sequence[torch.Generator] | None  # one generator, or one per noise row
 
 
 class HeatmapDiffusion(nn.Module):
@@ -78,14 +79,16 @@ class HeatmapDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, denoise: Denoiser, shape: tuple[int, ...], *, steps: int = 1, eta: float | None = None,
-               generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Run DDIM from pure Gaussian noise; returns x0 ``shape`` in diffusion space (clamped)."""
+               generator: Noise = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Run DDIM from pure Gaussian noise; returns x0 ``shape`` in diffusion space (clamped).
+        ``generator``: one for the whole tensor, or one per row (see :func:`randn`)."""
         eta = self.ddim_eta if eta is None else float(eta)
         dev = self.alpha_bar.device
-        if generator is not None and generator.device.type != dev.type:
-            raise ValueError(f"the sampling generator is on {generator.device}, the model on {dev}: "
-                             f"create it with torch.Generator(device=...) on the model's device")
-        x = torch.randn(shape, device=dev, dtype=dtype, generator=generator)
+        for g in ([generator] if generator is None or isinstance(generator, torch.Generator) else generator):
+            if g is not None and g.device.type != dev.type:
+                raise ValueError(f"the sampling generator is on {g.device}, the model on {dev}: "
+                                 f"create it with torch.Generator(device=...) on the model's device")
+        x = randn(shape, generator=generator, device=dev, dtype=dtype)
         s = self.signal_scale
         x0 = x
         for t, t_next in self.ddim_times(steps):
@@ -97,9 +100,19 @@ class HeatmapDiffusion(nn.Module):
             eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
             sigma = eta * ((1 - ab / ab_next) * (1 - ab_next) / (1 - ab)).sqrt()
             c = (1 - ab_next - sigma ** 2).clamp_min(0).sqrt()
-            noise = torch.randn(shape, device=dev, dtype=dtype, generator=generator)
+            noise = randn(shape, generator=generator, device=dev, dtype=dtype)
             x = ab_next.sqrt() * x0 + c * eps + sigma * noise
         return x0
+
+
+def randn(shape: tuple[int, ...], *, generator: Noise, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Standard Gaussian noise of ``shape``. ``generator`` a sequence: row ``r`` (``shape[0]`` rows)
+    is drawn from ``generator[r]``, so a sample's noise does not depend on the batch it sits in."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, device=device, dtype=dtype, generator=generator)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for {shape[0]} noise rows")
+    return torch.stack([torch.randn(shape[1:], device=device, dtype=dtype, generator=g) for g in generator])
 
 
 def weighted_mse(pred: torch.Tensor, target: torch.Tensor,

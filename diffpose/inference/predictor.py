@@ -6,11 +6,11 @@ predicted mirrored, and the mirrored heatmaps, flipped back with left and right 
 in (the field's usual test-time flip). The codec's cell-centred mapping makes a flip of the crop a
 flip of the heatmap grid, so no half-cell shift is applied.
 
-The sampler's noise for batch ``i`` (clips ``i*batch_size`` to ``(i+1)*batch_size - 1`` in dataset
-order) comes from a generator seeded with :func:`batch_seed` ``(seed, i)``: predictions depend on
-the seed and the batch size, not on which process predicts which batch. Under torchrun, process
-``r`` of ``N`` predicts batches ``r, r+N, ...`` and rank 0 gathers them back into dataset order, so
-one process and N processes write the same predictions.
+The sampler's noise for clip ``i`` (in dataset order) comes from its own generator, seeded with
+:func:`clip_seed` ``(seed, i)``: predictions depend on the seed only, not on the batch size or on
+which process predicts which batch. Under torchrun, process ``r`` of ``N`` predicts batches
+``r, r+N, ...`` and rank 0 gathers them back into dataset order, so one process and N processes
+write the same predictions.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ def unflip_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
     return heatmaps.flip(-1)[:, torch.as_tensor(FLIP_INDEX, device=heatmaps.device)]
 
 
-def batch_seed(seed: int, batch_index: int) -> int:
-    """The sampler seed of batch ``batch_index``: distinct for every (seed, batch) of any run that
-    has fewer than a million batches."""
-    return seed * 1_000_003 + batch_index
+def clip_seed(seed: int, clip_index: int) -> int:
+    """The sampler seed of clip ``clip_index`` (dataset order): distinct for every (seed, clip) of
+    any run that has fewer than a million clips."""
+    return seed * 1_000_003 + clip_index
 
 
 def shard_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple[int, list[int]]]:
@@ -76,8 +76,8 @@ def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int =
                     combine_rule: str = "mean_heatmap", ctx: DistContext | None = None) -> Predictions | None:
     """Run ``model.predict`` over every clip of ``dataset`` (a ClipDataset in inference mode).
 
-    The noise of batch ``i`` comes from a generator seeded with ``batch_seed(seed, i)``, so a rerun
-    with the same seed and batch size gives the same predictions, in any number of processes.
+    The noise of clip ``i`` comes from a generator seeded with ``clip_seed(seed, i)``, so a rerun
+    with the same seed gives the same predictions, with any batch size and number of processes.
     ``ctx`` (a torchrun context): this process predicts its share of the batches
     (:func:`shard_batches`), rank 0 gathers every share and returns the Predictions in dataset
     order, the other ranks return None. Shapes: frames [B, T, 3, H, W] -> heatmaps [B, J, h, w] ->
@@ -93,13 +93,12 @@ def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int =
     mine = shard_batches(len(dataset), batch_size, rank, world_size)
     loader = DataLoader(dataset, batch_sampler=[clips for _, clips in mine], num_workers=workers,
                         pin_memory=device.type == "cuda")
-    generator = torch.Generator(device=device)
     predicted: list[tuple[int, np.ndarray, np.ndarray]] = []  # (batch index, keypoints, scores)
     started = time.perf_counter()
     with progress_bar(sum(len(clips) for _, clips in mine), desc, "clip", enabled=progress and rank == 0) as bar:
-        for (index, _), batch in zip(mine, loader):
-            generator.manual_seed(batch_seed(seed, index))
-            predicted.append((index, *_predict_batch(model, batch, codec, device, generator, steps=steps,
+        for (index, clips), batch in zip(mine, loader):
+            generators = [torch.Generator(device=device).manual_seed(clip_seed(seed, clip)) for clip in clips]
+            predicted.append((index, *_predict_batch(model, batch, codec, device, generators, steps=steps,
                                                      ensemble=ensemble, eta=eta, combine_rule=combine_rule,
                                                      flip_test=flip_test)))
             bar.update(len(predicted[-1][1]))
@@ -122,9 +121,10 @@ def predict_dataset(model: torch.nn.Module, dataset, codec, *, batch_size: int =
     return Predictions(keypoints, scores, seconds)
 
 
-def _predict_batch(model: torch.nn.Module, batch: dict, codec, device: torch.device, generator: torch.Generator,
-                   *, flip_test: bool, **sampler) -> tuple[np.ndarray, np.ndarray]:
-    """One loader batch -> (keypoints [B, J, 2] in image px, scores [B, J])."""
+def _predict_batch(model: torch.nn.Module, batch: dict, codec, device: torch.device,
+                   generator: list[torch.Generator], *, flip_test: bool, **sampler) -> tuple[np.ndarray, np.ndarray]:
+    """One loader batch -> (keypoints [B, J, 2] in image px, scores [B, J]); ``generator``: one per
+    clip (the mirrored pass draws its noise after the unmirrored one, from the same generators)."""
     frames = batch["frames"].to(device, non_blocking=True).float().div_(255.0)
     heatmaps = model.predict(frames, generator=generator, **sampler)
     if flip_test:

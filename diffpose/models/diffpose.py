@@ -8,6 +8,8 @@ combined by the inference setting ``ensemble_combine``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from diffpose.diffusion.ensemble import combine
@@ -86,15 +88,20 @@ class DiffPose(PoseModel):
 
     @torch.no_grad()
     def predict(self, frames: torch.Tensor, *, steps: int = 1, ensemble: int = 1,
-                generator: torch.Generator | None = None, eta: float = 1.0,
+                generator: torch.Generator | Sequence[torch.Generator] | None = None, eta: float = 1.0,
                 combine_rule: str = "mean_heatmap") -> torch.Tensor:
         """``[B, J, h, w]`` heatmaps in [0, 1]: ``ensemble`` (K) DDIM runs of ``steps`` steps (DDIM
         ``eta``) that share the condition feature, combined by ``combine_rule`` (inference settings:
         params infer.ddim_eta, infer.ensemble_combine). Sample k of clip b uses noise
-        row ``k * B + b``, drawn from ``generator``."""
+        row ``k * B + b``, drawn from ``generator``, or, given B generators (one per clip), from
+        ``generator[b]``: then a clip's prediction does not depend on the batch it is in."""
         if ensemble < 1:
             raise ValueError(f"ensemble must be >= 1, got {ensemble}")
         b = frames.shape[0]
+        if generator is not None and not isinstance(generator, torch.Generator):
+            if len(generator) != b:
+                raise ValueError(f"{len(generator)} generators for {b} clips")
+            generator = list(generator) * ensemble                           # row k * B + b -> clip b
         pyramid = self.decoder.condition_pyramid(self.condition(frames))      # once per clip
         if ensemble > 1:
             pyramid = [p.repeat(ensemble, 1, 1, 1) for p in pyramid]          # [K*B, ...]

@@ -6,7 +6,7 @@ of the val annotations, exactly as ``diffpose infer --boxes gt`` does with the s
 predictions are scored in-process by :mod:`diffpose.evaluation.posetrack_map` (the poseval
 algorithm). Under torchrun each process predicts its share of the batches, as ``diffpose infer``
 does, and rank 0 gathers, writes and scores them: the score does not depend on the number of
-processes (the noise is seeded per batch). The trainer keeps ``best.pt`` by
+processes (the noise is seeded per clip). The trainer keeps ``best.pt`` by
 the Total mAP (see :mod:`diffpose.training.trainer`).
 
 The number picks a checkpoint; the number to report is the infer + evaluate stages' on the
