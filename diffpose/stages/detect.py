@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "hog": {"resize": 2.0, "win_stride": 8, "pyramid_scale": 1.05, "hit_threshold": 0.0,
             "nms_iou": 0.3, "nms_inside": 0.6, "shrink_x": 0.75, "shrink_y": 0.9},
     "synthetic": {"checkpoint": "models/detector/detector.pt", "max_detections": 100, "nms_iou": 0.6, "device": "cpu",
-                  "threads": 1, "flip_test": True},
+                  "threads": 2, "flip_test": True},
     "torchvision": {"weights": None, "device": "cpu"},
     "fill_gaps": {"enabled": True, "min_score": 0.3, "iou": 0.3, "max_gap": 16, "score_factor": 0.8},
 }
