@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     stage_parser = argparse.ArgumentParser(prog=f"diffpose {name}", description=COMMANDS[name][1])
     module.add_arguments(stage_parser)
     args = stage_parser.parse_args(argv[_command_position(argv) + 1 :])
+    args.command_line = [name, *argv[_command_position(argv) + 1 :]]  # what a torchrun relaunch repeats
     try:
         for dest, kind in OUTPUTS.get(name, {}).items():
             if getattr(args, dest, None):

@@ -3,20 +3,30 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import pytest
+import yaml
 
-from diffpose.stages import train as stage
-from tests.pipeline_copy import make_copy, run, tool_env
+from diffpose import cli
+from diffpose.training import distributed
+from tests.pipeline_copy import REPO, make_copy, run, tool_env
 
 
-def test_the_torchrun_command_repeats_the_stage_command():
-    args = argparse.Namespace(model="diffpose", out="models/diffpose/seed3", params="p.yaml", annotations="a",
-                              images="i", seed=3, val_annotations="v", no_progress=True)
-    argv = stage.torchrun_argv(args, 4)
+def test_the_torchrun_command_repeats_the_stage_command(tmp_path, monkeypatch):
+    """`diffpose train` with train.processes 4 hands its own command line to the relauncher."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["processes"] = 4
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    launched = []
+    monkeypatch.setattr(distributed, "relaunch", lambda command, n, knob: launched.append((command, n, knob)) or 0)
+    assert cli.main(["train", "--model", "diffpose", "--out", "models/diffpose/seed3", "--params", str(tmp_path / "p.yaml"),
+                     "--annotations", "a", "--images", "i", "--seed", "3", "--val-annotations", "v",
+                     "--no-progress"]) == 0
+    [(command, processes, knob)] = launched
+    assert processes == 4 and knob == "train.processes"
+    argv = distributed.torchrun_argv(command, processes)
     assert argv[:6] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m"]
     assert argv[6:9] == ["diffpose", "train", "--model"]
     assert argv[argv.index("--seed") + 1] == "3" and argv[argv.index("--val-annotations") + 1] == "v"
@@ -36,7 +46,6 @@ def test_dvc_repro_launches_two_training_processes(tmp_path):
     assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True
     lock = (root / "dvc.lock").read_text()
     assert "torchrun" not in lock and "torch.distributed.run" not in lock
-    import yaml
 
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"]["processes"] = 1

@@ -177,20 +177,6 @@ def _run(*, checkpoint: str, annotations: str, images: str, out: str, settings: 
     return metrics
 
 
-def _command(args: argparse.Namespace) -> list[str]:
-    """``infer`` and the arguments of this ``diffpose infer`` command (what torchrun repeats)."""
-    command = ["infer", "--checkpoint", args.checkpoint, "--annotations", args.annotations, "--images", args.images,
-               "--out", args.out, "--boxes", args.boxes, "--params", args.params]
-    for flag, value in (("--steps", args.steps), ("--ensemble", args.ensemble), ("--record", args.record)):
-        if value is not None:
-            command += [flag, str(value)]
-    if args.flip_test is not None:
-        command += ["--flip-test", "true" if args.flip_test else "false"]
-    if args.no_progress:
-        command.append("--no-progress")
-    return command
-
-
 def main(args: argparse.Namespace) -> int:
     from diffpose.training.distributed import relaunch
 
@@ -198,7 +184,7 @@ def main(args: argparse.Namespace) -> int:
     settings = infer_settings(params, args.params, steps=args.steps, ensemble=args.ensemble, flip_test=args.flip_test)
     settings["boxes"] = args.boxes  # a command-line choice, not a param (recorded with the run's settings)
     check_checkpoint(args.checkpoint)  # before any process starts: one line, not one per process
-    code = relaunch(_command(args), int(settings.get("processes", 1)), "infer.processes")
+    code = relaunch(args.command_line, int(settings.get("processes", 1)), "infer.processes")
     if code is not None:  # the launch of N processes has run
         return code
     metrics = run(checkpoint=args.checkpoint, annotations=args.annotations, images=args.images, out=args.out,

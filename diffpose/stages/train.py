@@ -65,31 +65,11 @@ def run(*, model: str, out: str, params_path: str = DEFAULT_PARAMS, annotations:
                  val_annotations=val_annotations)  # validation samples with its fixed settings (1 step, K=1, flip)
 
 
-def torchrun_argv(args: argparse.Namespace, processes: int) -> list[str]:
-    """The ``torchrun`` command line that runs this same ``diffpose train`` in ``processes`` processes."""
-    from diffpose.training.distributed import torchrun_argv as torchrun
-
-    return torchrun(_command(args), processes)
-
-
-def _command(args: argparse.Namespace) -> list[str]:
-    """``train`` and the arguments of this ``diffpose train`` command (what torchrun repeats)."""
-    command = ["train", "--model", args.model, "--out", args.out, "--params", args.params,
-               "--annotations", args.annotations, "--images", args.images]
-    if args.seed is not None:
-        command += ["--seed", str(args.seed)]
-    if args.val_annotations:
-        command += ["--val-annotations", args.val_annotations]
-    if args.no_progress:
-        command.append("--no-progress")
-    return command
-
-
 def main(args: argparse.Namespace) -> int:
     from diffpose.training.distributed import relaunch
 
     processes = int(section(load_params(args.params), "train", args.params).get("processes", 1))
-    code = relaunch(_command(args), processes, "train.processes")  # from a person, DVC or Snakemake: N processes
+    code = relaunch(args.command_line, processes, "train.processes")  # from a person, DVC or Snakemake: N processes
     if code is not None:
         return code
     result = run(model=args.model, out=args.out, params_path=args.params, annotations=args.annotations,

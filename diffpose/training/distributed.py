@@ -79,7 +79,8 @@ def relaunch(command: list[str], processes: int, knob: str) -> int | None:
     ``processes`` > 1 and this is not already a torchrun worker (no RANK in the environment), and
     return the launch's exit code; None otherwise (this process runs the command itself).
 
-    ``command`` repeats this command's arguments, so the DAG's unchanged stage command runs N
+    ``command`` is this command's own command line (``args.command_line``, set by
+    :func:`diffpose.cli.main`), so the DAG's unchanged stage command runs N
     processes; ``knob`` (``train.processes``) names the param in the line printed first. The
     launcher is :func:`torchrun_argv`'s, run in this process (what the ``torchrun`` executable
     does): SIGINT/SIGTERM stop every worker, and a failed worker stops the others and ends the
