@@ -211,6 +211,21 @@ def test_the_token_itself_in_the_params_file_is_refused_for_both_commands(repo, 
         assert not any(s.decode() in line for s in spellings(TOKEN))
 
 
+def test_the_token_of_a_token_file_in_the_params_file_is_refused(repo, capsys, tmp_path_factory):
+    """No token in the environment: the one read from the entry's token_file (outside the
+    repository) is looked for in the params file once it is known."""
+    outside = tmp_path_factory.mktemp("home") / "tok"
+    outside.write_text(TOKEN + "\n")
+    manifest = write_manifest(repo, [{"name": "f.zip", "url": "http://127.0.0.1:9/f.zip", "size": None,
+                                      "sha256": None}], name="tok-src", access="token",
+                              token={"required": True, "send": "none", "zip_password": True})
+    write_params(repo, sources={"src": {"manifest": str(manifest), "token_file": str(outside),
+                                        "base_url": f"/mirror/{TOKEN}"}}, datasets={})
+    line = one_line("download", ["src", "--params", PARAMS], capsys)
+    assert "holds the access token itself" in line
+    assert not any(s.decode() in line for s in spellings(TOKEN))
+
+
 def test_a_token_file_inside_the_repository_is_refused(repo, capsys):
     (repo / "tok").write_text(TOKEN + "\n")
     manifest = write_manifest(repo, [{"name": "f.zip", "url": "http://127.0.0.1:9/f.zip", "size": None,

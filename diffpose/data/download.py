@@ -326,22 +326,29 @@ def holds_secret(text: str, secret: str | None) -> bool:
     return bool(secret) and Redactor(secret).text(text) != text
 
 
-def read_pipeline_params(path: str | os.PathLike, secrets: tuple[str | None, ...] = ()) -> dict[str, Any]:
+SECRET_FIX = f"give the token by {TOKEN_ENV} or a token_file outside the repository"
+
+
+def refuse_token_in(path: str | os.PathLike, text: str, token: str | None) -> None:
+    """ConfigError when the params file ``path`` (its ``text``) holds ``token``."""
+    if holds_secret(text, token):
+        raise ConfigError(f"{path}: holds the access token itself, and this file goes to git and dvc.lock: "
+                          f"remove it; {SECRET_FIX}")
+
+
+def read_pipeline_params(path: str | os.PathLike) -> dict[str, Any]:
     """The params file of the real-data DVC stages, refused on one line (naming the key, never the
     value) when it holds something that looks like a secret: a key named like one (token, password,
     secret, api_key, credential, auth; ``token_file`` is a path and allowed), a URL carrying a
-    password or a query string, or one of ``secrets`` (the token in hand). The file goes to git and
-    its values to dvc.lock; the token belongs in the environment or a token file."""
+    password or a query string, or the token of ``$DIFFPOSE_POSETRACK_TOKEN``. The file goes to git
+    and its values to dvc.lock; the token belongs in the environment or a token file."""
     path = Path(path)
-    fix = f"give the token by {TOKEN_ENV} or a token_file outside the repository"
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         what = "not found" if isinstance(err, FileNotFoundError) else f"unreadable ({type(err).__name__})"
         raise ConfigError(f"{path}: params file {what}") from None
-    if any(holds_secret(text, secret) for secret in secrets):
-        raise ConfigError(f"{path}: holds the access token itself, and this file goes to git and dvc.lock: "
-                          f"remove it; {fix}")
+    refuse_token_in(path, text, read_token(None))
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:  # the position only: the message could quote a line of the file
@@ -352,13 +359,13 @@ def read_pipeline_params(path: str | os.PathLike, secrets: tuple[str | None, ...
     for where, key, value in _walk(raw):
         if isinstance(key, str) and key not in PATH_KEYS and SECRET_KEY.search(key):
             raise ConfigError(f"{path}: key {where} looks like a secret, and this file goes to git and dvc.lock: "
-                              f"remove it; {fix}")
+                              f"remove it; {SECRET_FIX}")
         if isinstance(value, str) and is_url(value):
             parts = urllib.parse.urlsplit(value)
             if parts.password or parts.query:
                 what = "password" if parts.password else "query string"
                 raise ConfigError(f"{path}: {where} is a URL with a {what}, which may hold a secret and would go "
-                                  f"to git and dvc.lock: remove it; {fix}")
+                                  f"to git and dvc.lock: remove it; {SECRET_FIX}")
     return raw
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -83,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
         raise DataError("--retries and --backoff must be >= 0 and --timeout > 0")
     source, dest, base_url, url, token_file = args.source, args.dest, args.base_url, args.url, args.token_file
     if args.params:
-        raw = dl.read_pipeline_params(args.params, secrets=(os.environ.get(dl.TOKEN_ENV, "").strip(),))
+        raw = dl.read_pipeline_params(args.params)
         entry = dl.pipeline_entry(raw, args.params, "sources", args.source, PARAMS_KEYS)
         source = entry.get("manifest") or args.source
         dest = dest or raw.get("dest")
@@ -95,9 +94,8 @@ def main(args: argparse.Namespace) -> int:
     if args.record:
         check_writable(args.record, "file")
     token = dl.read_token(token_file) if manifest.uses_token else None
-    if args.params and token and dl.holds_secret(Path(args.params).read_text(encoding="utf-8"), token):
-        raise DataError(f"{args.params}: holds the access token itself, and this file goes to git and dvc.lock: "
-                        f"remove it; give the token by {dl.TOKEN_ENV} or a token_file outside the repository")
+    if args.params and token_file:  # the token of the entry's token_file, unknown until it was read
+        dl.refuse_token_in(args.params, Path(args.params).read_text(encoding="utf-8"), token)
     redactor = dl.Redactor(token)
     options = dl.Options(dest=Path(dest), base_url=base_url, url=url, token=token,
                          retries=args.retries, backoff=args.backoff, timeout=args.timeout,

@@ -18,7 +18,6 @@ With ``--params FILE`` (the real-data DVC stages, workflow/realdata/dvc.yaml) th
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 from diffpose.data import download as dl
@@ -52,7 +51,7 @@ PARAMS_KEYS = ("root", "splits", "annotations", "images")
 
 def _from_params(args: argparse.Namespace) -> None:
     """Fill the options the command line left out from the params file's entry (see the docstring)."""
-    raw = dl.read_pipeline_params(args.params, secrets=(os.environ.get(dl.TOKEN_ENV, "").strip(),))
+    raw = dl.read_pipeline_params(args.params)
     entry = dl.pipeline_entry(raw, args.params, "datasets", args.dataset, PARAMS_KEYS)
     splits = entry.get("splits")
     if splits is not None and (not isinstance(splits, list) or not all(isinstance(x, str) for x in splits)):
