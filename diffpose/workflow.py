@@ -142,10 +142,7 @@ def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
 
     root = Path(root).resolve()
     with Repo(str(root)) as repo:
-        # the root dvc.yaml alone: a pipeline file elsewhere (workflow/realdata/dvc.yaml: downloads
-        # that need the network and a token) is run by `dvc repro <its path>`, never by Snakemake
-        stages = [s for s in repo.index.stages
-                  if getattr(s, "cmd", None) and Path(s.path).resolve() == root / "dvc.yaml"]
+        stages = _pipeline_stages(repo, root)
         added = {  # dvc add-ed path -> its .dvc file, both relative to root
             Path(out.fs_path).resolve().relative_to(root).as_posix(): Path(s.path).resolve().relative_to(root).as_posix()
             for s in repo.index.stages if not getattr(s, "cmd", None) and s.path.endswith(".dvc")
@@ -204,6 +201,13 @@ def rules_from_dvc(root: str | os.PathLike = ".") -> list[RuleSpec]:
     return specs
 
 
+def _pipeline_stages(repo, root: Path) -> list:
+    """The command stages of the root dvc.yaml alone: a pipeline file elsewhere
+    (workflow/realdata/dvc.yaml: downloads that need the network and a token) is run by
+    `dvc repro <its path>`, never by Snakemake."""
+    return [s for s in repo.index.stages if getattr(s, "cmd", None) and Path(s.path).resolve() == root / "dvc.yaml"]
+
+
 def _newest_mtime(path: Path) -> float:
     """The latest modification time of ``path`` and, for a folder, of everything inside it."""
     newest = path.stat().st_mtime
@@ -228,9 +232,7 @@ def mark_persisted(root: str | os.PathLike = ".") -> list[str]:
     with Repo(str(root)) as repo:
         try:
             with repo.lock:
-                for stage in repo.index.stages:
-                    if not getattr(stage, "cmd", None):
-                        continue
+                for stage in _pipeline_stages(repo, root):
                     missing = [o for o in stage.outs if o.persist and (root / o.def_path).exists()
                                and not (root / persist_marker(o.def_path)).exists()]
                     if not missing or stage.changed():
